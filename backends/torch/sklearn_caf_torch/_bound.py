@@ -1,0 +1,147 @@
+"""A torch model bound at a layer: trunk and head, the state guard and the tensor ops."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._split import split_graph
+
+
+def resolve_device(model: torch.nn.Module, device: Any) -> torch.device:
+    """``"auto"``: the model's own GPU, else the first GPU when present, else the CPU."""
+    if device != "auto":
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
+            ) from exc
+    tensors = [*model.parameters(), *model.buffers()]
+    if tensors and tensors[0].device.type != "cpu":
+        return tensors[0].device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _ModelState:
+    """Train/eval flags and ``requires_grad`` of every module and parameter, to restore."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.training = [(m, m.training) for m in model.modules()]
+        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+
+    def freeze(self) -> None:
+        for m, _ in self.training:
+            m.training = False
+        for p, _ in self.requires_grad:
+            p.requires_grad_(False)
+
+    def restore(self) -> None:
+        for m, flag in self.training:
+            m.training = flag
+        for p, flag in self.requires_grad:
+            p.requires_grad_(flag)
+
+
+def _select_output(out: Any, output: Any) -> torch.Tensor:
+    if callable(output):
+        out = output(out)
+    elif output is not None:
+        try:
+            out = out[output]
+        except (KeyError, IndexError, TypeError) as exc:
+            keys = list(out.keys()) if isinstance(out, dict) else f"indices 0..{len(out) - 1}"
+            raise ValueError(f"output={output!r} is not in the model's output ({keys}).") from exc
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        hint = f" keys {list(out)}" if isinstance(out, dict) else ""
+        raise ValueError(
+            f"the model returns a {kind}{hint}; pick the tensor to explain with output= (an "
+            f"index, a key or a callable)."
+        )
+    return out.reshape(out.shape[0], -1)
+
+
+class TorchBoundModel:
+    """See :class:`sklearn_caf.backend.BoundModel`."""
+
+    channel_axis = 1
+    input_channel_axis = 1
+
+    def __init__(self, model: torch.nn.Module, *, layer: str | None, output: Any, device: Any):
+        self.device = resolve_device(model, device)
+        tensors = [*model.parameters(), *model.buffers()]
+        if tensors and tensors[0].device != self.device:
+            # Explaining never changes the user's model, so run on a copy on that device.
+            model = copy.deepcopy(model).to(self.device)
+        self.model, self.layer, self.output = model, layer, output
+        self._depth = 0
+        with self:  # trace in eval mode: ``self.training`` branches are fixed at trace time
+            self._trunk, self._head = split_graph(model, layer)
+
+    def __enter__(self) -> TorchBoundModel:
+        if self._depth == 0:
+            self._state = _ModelState(self.model)
+            self._state.freeze()
+            self._grad_mode = torch.is_grad_enabled()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._state.restore()
+            torch.set_grad_enabled(self._grad_mode)
+
+    # -- model -------------------------------------------------------------------------------
+    def asarray(self, x: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.detach().to(self.device, torch.float32)
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        if isinstance(t, torch.Tensor):
+            return t.detach().cpu().numpy()
+        return np.asarray(t)
+
+    @torch.no_grad()
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        self._input_shape = tuple(x.shape[1:])
+        a, *context = self._trunk(x)
+        return a, tuple(context)
+
+    def head(self, a: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        # A zero-strided stand-in for the input, for head code that reads its shape.
+        like = torch.zeros((), device=a.device).expand(a.shape[0], *self._input_shape)
+        return _select_output(self._head(a, *context, like), self.output)
+
+    def value_and_grad(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            value = fn(x)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+        return value.detach(), grad
+
+    # -- tensor ops --------------------------------------------------------------------------
+    def take(self, x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return x[torch.as_tensor(rows, device=x.device, dtype=torch.long)]
+
+    def sum(self, x: torch.Tensor, axis: Any, keepdims: bool = False) -> torch.Tensor:
+        return torch.sum(x, dim=axis, keepdim=keepdims)
+
+    def mean(self, x: torch.Tensor, axis: Any, keepdims: bool = False) -> torch.Tensor:
+        return torch.mean(x, dim=axis, keepdim=keepdims)
+
+    sqrt = staticmethod(torch.sqrt)
+    abs = staticmethod(torch.abs)
+    relu = staticmethod(torch.relu)
+    zeros_like = staticmethod(torch.zeros_like)
+
+    def expand_dims(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.unsqueeze(x, axis)

@@ -1,0 +1,246 @@
+"""What every explainer shares: binding the model, batching, targets, post-processing."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._heatmaps import to_heatmaps
+from ._validation import check_images, check_targets
+from .backend import get_backend
+
+
+@dataclass
+class Explanation:
+    """Everything an explainer computed for a batch of images.
+
+    Attributes
+    ----------
+    heatmaps : ndarray of shape (n, k, *input_spatial), float32
+        Maps in [0, 1] at the input's resolution, one per image and target.
+    maps : ndarray of shape (n, k, *layer_spatial), float32
+        Raw maps at the layer's resolution. For L2-CAF, the signed unit-norm filters.
+    targets : ndarray of shape (n, k) or None
+        Class indices explained; None when the map explains the whole output
+        (class-oblivious L2-CAF, Grad-CAM of an embedding).
+    outputs : ndarray of shape (n, d), float32
+        The model's unfiltered output (logits or embedding).
+    n_iter : ndarray of shape (n, k) or None
+        Optimization iterations per map (L2-CAF; 0 where solved in closed form).
+    """
+
+    heatmaps: np.ndarray
+    maps: np.ndarray
+    targets: np.ndarray | None
+    outputs: np.ndarray
+    n_iter: np.ndarray | None = None
+
+
+def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
+    channel_axis %= ndim
+    return tuple(ax for ax in range(1, ndim) if ax != channel_axis)
+
+
+class BaseExplainer(TransformerMixin, BaseEstimator):
+    """Base class of the explainers: images in, heatmaps out.
+
+    Subclasses implement ``_explain_batch``; everything else (backend choice, splitting
+    the model, batching, targets, resizing) is here.
+    """
+
+    _parameter_constraints: dict = {
+        "model": "no_validation",
+        "layer": [str, None],
+        "output": [None, Integral, str, callable],
+        "top_k": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": "no_validation",
+        "backend": "no_validation",
+        "verbose": ["verbose"],
+    }
+
+    # Whether this configuration explains classes (uses targets) or the whole output.
+    def _uses_targets(self) -> bool:
+        raise NotImplementedError
+
+    def __sklearn_clone__(self):
+        # Explainers never change the model's weights, so every clone (one per
+        # grid-search fold, say) shares it instead of deep-copying a large network.
+        params = self.get_params(deep=False)
+        new = type(self)(
+            **{k: v if k == "model" else clone(v, safe=False) for k, v in params.items()}
+        )
+        for attr in ("_metadata_request", "_sklearn_output_config"):
+            if hasattr(self, attr):
+                setattr(new, attr, copy.deepcopy(getattr(self, attr)))
+        return new
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> BaseExplainer:
+        """Bind the model: pick its backend, split it at ``layer`` and check the shapes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, ...)
+            Images in the model's own layout (NCHW for PyTorch, NHWC for Keras), or
+            pre-extracted feature maps when ``layer=None``. The first image is run through
+            the model to check that ``layer`` gives spatial feature maps.
+        y : None
+            Ignored; per-image targets are given to :meth:`transform`.
+
+        Returns
+        -------
+        self : object
+            The fitted explainer.
+        """
+        if self.model is None:
+            raise ValueError("model must be given: a PyTorch or Keras model; got model=None.")
+        self.backend_ = get_backend(self.model, self.backend)
+        self.bound_ = self.backend_.bind(
+            self.model, layer=self.layer, output=self.output, device=self.device
+        )
+        X = check_images(X, self.bound_)
+        with self.bound_ as bound:
+            x = bound.asarray(X[:1])
+            a, context = bound.trunk(x)
+            out = bound.head(a, context)
+            self._check_feature_map(a)
+            self.input_shape_ = X.shape[1:]
+            self.layer_shape_ = tuple(int(s) for s in a.shape[1:])
+            self.n_outputs_ = int(out.shape[1])
+            self._fit_bound(bound, X[:1], a, context, out)
+        return self
+
+    def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
+        """Hook for subclasses to decide things once the model is bound."""
+
+    def _check_feature_map(self, a: Any) -> None:
+        if len(a.shape) < 3:
+            raise ValueError(
+                f"layer={self.layer!r} must output spatial feature maps (n, channels, h, w); "
+                f"its output has shape {tuple(a.shape)}. Pick a convolutional layer."
+            )
+
+    def explain(self, X: Any, targets: Any = None) -> Explanation:
+        """Explain ``X``: heatmaps and everything behind them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, ...)
+            Images in the model's layout.
+        targets : array-like of shape (n_images,) or (n_images, k), default=None
+            Class indices to explain. ``None`` explains the ``top_k`` predicted classes.
+            Only for class explanations.
+
+        Returns
+        -------
+        Explanation
+        """
+        check_is_fitted(self)
+        bound = self.bound_
+        X = check_images(X, bound)
+        channel = bound.input_channel_axis % X.ndim
+        if (
+            X.shape[channel] != self.input_shape_[channel - 1]
+            or X.ndim != len(self.input_shape_) + 1
+        ):
+            raise ValueError(
+                f"X must have the layout seen in fit, per-image shape like {self.input_shape_}; "
+                f"got {X.shape[1:]} (channels on axis {channel})."
+            )
+        if targets is not None:
+            if not self._uses_targets():
+                raise ValueError(
+                    f"targets are only used when explaining classes; this configuration "
+                    f"explains the whole output ({self._whole_output_reason()})."
+                )
+            targets = check_targets(targets, X.shape[0], self.n_outputs_)
+        rng = check_random_state(getattr(self, "random_state", None))
+        input_size = tuple(X.shape[ax] for ax in _spatial_axes(X.ndim, channel))
+        parts: list[tuple] = []
+        with bound:
+            for start in range(0, X.shape[0], self.batch_size):
+                stop = min(start + self.batch_size, X.shape[0])
+                x = bound.asarray(X[start:stop])
+                a, context = bound.trunk(x)
+                out = bound.head(a, context)
+                out_np = bound.to_numpy(out)
+                if targets is not None:
+                    t = targets[start:stop]
+                elif self._uses_targets():
+                    t = np.argsort(-out_np, axis=1, kind="stable")[:, : self.top_k]
+                else:
+                    t = None
+                maps, n_iter = self._explain_batch(bound, x, a, context, out, t, rng)
+                parts.append((maps, t, out_np, n_iter))
+                if self.verbose:
+                    print(f"[{type(self).__name__}] explained {stop}/{X.shape[0]} images")
+        maps = np.concatenate([p[0] for p in parts])
+        n_spatial = maps.ndim - 2
+        if n_spatial != len(input_size):
+            raise ValueError(
+                f"layer={self.layer!r} gives {n_spatial}-D maps but X has {len(input_size)} "
+                f"spatial axes; cannot resize the maps onto the input."
+            )
+        raw = np.abs(maps) if self._signed_maps() else maps
+        return Explanation(
+            heatmaps=to_heatmaps(raw, input_size),
+            maps=maps.astype(np.float32),
+            targets=None if parts[0][1] is None else np.concatenate([p[1] for p in parts]),
+            outputs=np.concatenate([p[2] for p in parts]).astype(np.float32),
+            n_iter=None if parts[0][3] is None else np.concatenate([p[3] for p in parts]),
+        )
+
+    def _signed_maps(self) -> bool:
+        return False
+
+    def _whole_output_reason(self) -> str:
+        return ""
+
+    def transform(self, X: Any, targets: Any = None) -> np.ndarray:
+        """Heatmaps of ``X`` in [0, 1] at the input's resolution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, ...)
+            Images in the model's layout.
+        targets : array-like of shape (n_images,) or (n_images, k), default=None
+            Class indices to explain (class explanations only); ``None`` explains the
+            ``top_k`` predicted classes. Inside a :class:`~sklearn.pipeline.Pipeline`,
+            pass them with metadata routing (``set_transform_request(targets=True)``).
+
+        Returns
+        -------
+        heatmaps : ndarray of shape (n_images, H, W), or (n_images, k, H, W) when k > 1
+            float32.
+        """
+        heatmaps = self.explain(X, targets).heatmaps
+        return heatmaps[:, 0] if heatmaps.shape[1] == 1 else heatmaps
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fit, then explain ``X``; ``y``, when given, is the classes to explain.
+
+        This is how per-image labels reach the explainer in ``Pipeline.fit_transform(X, y)``.
+        ``y`` is ignored when the explanation is not class-specific.
+        """
+        self.fit(X, **fit_params)
+        return self.transform(X, targets=y if self._uses_targets() else None)
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"requires_y": False, "stateless": False}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.target_tags.required = False
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,123 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) for classes and for embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils._param_validation import StrOptions
+
+from ._base import BaseExplainer, _spatial_axes
+
+
+class GradCAMExplainer(BaseExplainer):
+    """Gradient-weighted class activation maps, for classification and retrieval networks.
+
+    The channels of ``layer``'s feature maps ``A`` are weighted by the spatial mean of the
+    gradient of a score: ``alpha_k = mean(d y / d A_k)`` and the map is
+    ``act(sum_k alpha_k A_k)`` (Eq. 4-5 of the L2-CAF paper). The score is a class logit
+    (``objective="class"``), or the sum of the embedding's dimensions for retrieval
+    networks (``objective="embedding"``, Eq. 6). ``activation="abs"`` gives Grad-CAM-abs
+    (Eq. 7), which keeps the negatively contributing regions that matter for embeddings.
+
+    Parameters
+    ----------
+    model : object
+        A PyTorch ``nn.Module`` or a Keras model. Never modified.
+    layer : str or None, default=None
+        Dotted module path of a convolutional layer; ``None`` uses the input itself.
+    objective : {"class", "embedding"}, default="class"
+        Explain class logits or a whole embedding.
+    activation : {"relu", "abs"}, default="relu"
+        Applied to the weighted sum: ReLU (Grad-CAM) or absolute value (Grad-CAM-abs).
+    top_k : int, default=1
+        With ``objective="class"`` and no targets: explain the ``top_k`` predicted classes.
+    output : None, int, str or callable, default=None
+        Which model output to explain (tuple index, dict key, or a callable).
+    batch_size : int, default=32
+    device : str, default="auto"
+    backend : str, Backend or None, default=None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    backend_ : Backend
+    bound_ : BoundModel
+    input_shape_ : tuple
+    layer_shape_ : tuple
+    n_outputs_ : int
+
+    See Also
+    --------
+    L2CAFExplainer : Attention by a constrained attention filter.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_caf import GradCAMExplainer
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4, 2))
+    >>> images = torch.rand(2, 3, 8, 8).numpy()
+    >>> GradCAMExplainer(model=net, layer="1", top_k=2).fit_transform(images).shape
+    (2, 2, 8, 8)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseExplainer._parameter_constraints,
+        "objective": [StrOptions({"class", "embedding"})],
+        "activation": [StrOptions({"relu", "abs"})],
+    }
+
+    def __init__(
+        self,
+        *,
+        model: Any = None,
+        layer: str | None = None,
+        objective: str = "class",
+        activation: str = "relu",
+        top_k: int = 1,
+        output: Any = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        backend: Any = None,
+        verbose: int = 0,
+    ):
+        self.model = model
+        self.layer = layer
+        self.objective = objective
+        self.activation = activation
+        self.top_k = top_k
+        self.output = output
+        self.batch_size = batch_size
+        self.device = device
+        self.backend = backend
+        self.verbose = verbose
+
+    def _uses_targets(self) -> bool:
+        return self.objective == "class"
+
+    def _whole_output_reason(self) -> str:
+        return "objective='embedding'"
+
+    def _explain_batch(self, bound, x, a, context, out, targets, rng):
+        n = int(a.shape[0])
+        k = 1 if targets is None else targets.shape[1]
+        rows = np.repeat(np.arange(n), k)
+        a_rows = bound.take(a, rows) if k > 1 else a
+        ctx = tuple(bound.take(c, rows) for c in context) if k > 1 else context
+
+        if targets is not None:
+            one_hot = bound.asarray(np.eye(self.n_outputs_, dtype=np.float32)[targets.reshape(-1)])
+
+        def score(features):
+            y = bound.head(features, ctx)
+            return bound.sum(y if targets is None else y * one_hot, axis=1)
+
+        _, grad = bound.value_and_grad(score, a_rows)
+        axes = _spatial_axes(len(a.shape), bound.channel_axis)
+        weights = bound.mean(grad, axis=axes, keepdims=True)
+        cam = bound.sum(weights * a_rows, axis=bound.channel_axis)
+        cam = bound.relu(cam) if self.activation == "relu" else bound.abs(cam)
+        maps = bound.to_numpy(cam)
+        return maps.reshape(n, k, *maps.shape[1:]), None

@@ -1,0 +1,361 @@
+"""L2-CAF: the unit-L2-norm constrained attention filter (Taha et al., ECCV 2020 workshops)."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from . import _sphere
+from ._adam import AdamSchedule, minimize_rows
+from ._base import BaseExplainer, _spatial_axes
+
+# Head evaluations per call while probing a head (elements of the filtered feature maps).
+_PROBE_BUDGET = 2**24
+
+
+def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+class _FilterProblem:
+    """The L2-CAF losses of a batch of filters, one per row (image, target)."""
+
+    def __init__(self, explainer: L2CAFExplainer, bound: Any, rows: np.ndarray, data: dict):
+        self.ex, self.bound, self.rows, self.data = explainer, bound, rows, data
+
+    def take(self, keep: np.ndarray) -> _FilterProblem:
+        bound = self.bound
+        data = {
+            key: (
+                tuple(bound.take(c, keep) for c in value)
+                if isinstance(value, tuple)
+                else value[keep]
+                if isinstance(value, np.ndarray)
+                else bound.take(value, keep)
+            )
+            for key, value in self.data.items()
+        }
+        return _FilterProblem(self.ex, bound, self.rows[keep], data)
+
+    def outputs(self, f: Any) -> Any:
+        bound, data = self.bound, self.data
+        if "x" in data:  # vanilla: the whole network, every iteration
+            a, context = bound.trunk(data["x"])
+        else:
+            a, context = data["a"], data["context"]
+        axes = tuple(range(1, len(f.shape)))
+        unit = f / bound.sqrt(bound.sum(f * f, axis=axes, keepdims=True))
+        return bound.head(a * bound.expand_dims(unit, bound.channel_axis), context)
+
+    def loss(self, f: Any) -> Any:
+        out = self.outputs(f)
+        bound = self.bound
+        if self.ex.objective == "class-oblivious":
+            diff = out - self.data["reference"]
+            return bound.mean(diff * diff, axis=1)
+        # Eq. 2, sum_{j != c} z_j - z_c, as one weighted sum: weights 1 - 2 [j == c].
+        return bound.sum(out * self.data["weights"], axis=1)
+
+
+class L2CAFExplainer(BaseExplainer):
+    """Attention maps by the unit-L2-norm constrained attention filter (L2-CAF).
+
+    A spatial filter ``f`` of unit L2 norm multiplies the feature maps of ``layer``; it is
+    optimized so that the filtered output matches the unfiltered one (class-oblivious,
+    Eq. 1 of the paper) or favours one class over all others (class-specific, Eq. 2). The
+    heatmap is ``|f|``, resized to the input and scaled to [0, 1]. Works for
+    classification networks (logits) and retrieval networks (raw embeddings).
+
+    Parameters
+    ----------
+    model : object
+        A PyTorch ``nn.Module`` or a Keras model (any framework with an installed
+        backend). Never modified: weights, mode and gradient flags are as before.
+    layer : str or None, default=None
+        The layer whose output is filtered: a dotted module path (``"layer4"``,
+        ``"features.28"``). ``None`` filters the input itself, for pre-extracted
+        feature maps.
+    objective : {"class-oblivious", "class-specific"}, default="class-oblivious"
+        Eq. 1 (one map per image, for classification or retrieval) or Eq. 2 (one map
+        per explained class; logits only).
+    top_k : int, default=1
+        With ``objective="class-specific"`` and no targets: explain the ``top_k``
+        predicted classes.
+    variant : {"fast", "vanilla"}, default="fast"
+        ``"fast"`` (Eq. 3) runs the trunk once and optimizes through the head only;
+        ``"vanilla"`` runs the whole network at every iteration. Both have the same optimum.
+    solver : {"auto", "exact", "adam"}, default="auto"
+        ``"exact"`` solves the problem in closed form, which requires the head to be
+        affine in the filter (global average pooling then linear layers); it is
+        checked numerically at fit and at every solution. ``"adam"`` runs the authors'
+        gradient descent. ``"auto"`` uses ``"exact"`` where the check passes.
+    max_iter : int, default=1000
+        Maximum Adam iterations per filter.
+    tol : float, default=1e-5
+        Convergence: stop a filter when its loss changed by less than
+        ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50).
+    check_every : int, default=50
+        The paper's ``d``.
+    learning_rate : float, default=0.5
+        Adam's initial learning rate; it decays linearly to ``final_learning_rate`` at
+        ``max_iter`` (the authors' schedule).
+    final_learning_rate : float, default=1e-5
+    init : {"ones", "uniform", "normal"} or ndarray, default="ones"
+        Initial filter: all ones (the authors' PyTorch code; deterministic, so a batch
+        gives the same maps as its images one by one), U[0, 1] (the paper), N(0, 1) (the
+        authors' TensorFlow code), or an array of the layer's spatial shape.
+    output : None, int, str or callable, default=None
+        Which model output to explain when the model returns a tuple (index), a dict
+        (key), or anything else (a callable mapping it to an (n, d) tensor).
+    batch_size : int, default=32
+    device : str, default="auto"
+        ``"auto"`` uses a GPU when present; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    backend : str, Backend or None, default=None
+        Force a backend; ``None`` detects it from the model.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the ``"uniform"`` and ``"normal"`` initial filters.
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    backend_ : Backend
+        The backend that runs the model.
+    bound_ : BoundModel
+        The model split at ``layer``.
+    input_shape_ : tuple
+        Per-image shape seen in fit.
+    layer_shape_ : tuple
+        Per-image shape of the layer's feature maps.
+    n_outputs_ : int
+        Size of the model's output (classes or embedding dimensions).
+    filter_shape_ : tuple
+        Spatial shape of the filter (the layer's feature maps without channels).
+    solver_ : {"exact", "adam"}
+        The solver used for this model and layer.
+
+    See Also
+    --------
+    GradCAMExplainer : Gradient-weighted class activation maps.
+
+    References
+    ----------
+    A. Taha, X. Yang, A. Shrivastava, L. Davis. "A Generic Visualization Approach for
+    Convolutional Neural Networks." ECCV 2020.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_caf import L2CAFExplainer
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4, 2))
+    >>> images = torch.rand(2, 3, 8, 8).numpy()
+    >>> maps = L2CAFExplainer(model=net, layer="1").fit_transform(images)
+    >>> maps.shape
+    (2, 8, 8)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseExplainer._parameter_constraints,
+        "objective": [StrOptions({"class-oblivious", "class-specific"})],
+        "variant": [StrOptions({"fast", "vanilla"})],
+        "solver": [StrOptions({"auto", "exact", "adam"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "check_every": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "final_learning_rate": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"ones", "uniform", "normal"}), np.ndarray],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        *,
+        model: Any = None,
+        layer: str | None = None,
+        objective: str = "class-oblivious",
+        top_k: int = 1,
+        variant: str = "fast",
+        solver: str = "auto",
+        max_iter: int = 1000,
+        tol: float = 1e-5,
+        check_every: int = 50,
+        learning_rate: float = 0.5,
+        final_learning_rate: float = 1e-5,
+        init: str | np.ndarray = "ones",
+        output: Any = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        backend: Any = None,
+        random_state: Any = None,
+        verbose: int = 0,
+    ):
+        self.model = model
+        self.layer = layer
+        self.objective = objective
+        self.top_k = top_k
+        self.variant = variant
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.check_every = check_every
+        self.learning_rate = learning_rate
+        self.final_learning_rate = final_learning_rate
+        self.init = init
+        self.output = output
+        self.batch_size = batch_size
+        self.device = device
+        self.backend = backend
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _uses_targets(self) -> bool:
+        return self.objective == "class-specific"
+
+    def _whole_output_reason(self) -> str:
+        return "objective='class-oblivious'"
+
+    def _signed_maps(self) -> bool:
+        return True
+
+    def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
+        spatial = tuple(a.shape[ax] for ax in _spatial_axes(len(a.shape), bound.channel_axis))
+        self.filter_shape_ = spatial
+        if isinstance(self.init, np.ndarray) and self.init.shape != spatial:
+            raise ValueError(
+                f"init must be 'ones', 'uniform', 'normal' or an array of the layer's spatial "
+                f"shape {spatial}; got an array of shape {self.init.shape}."
+            )
+        if self.variant == "vanilla":
+            if self.solver == "exact":
+                raise ValueError(
+                    "solver='exact' optimizes through the head only; it cannot be combined "
+                    "with variant='vanilla'. Use solver='adam' or 'auto'."
+                )
+            self.solver_ = "adam"
+            return
+        if self.solver == "adam":
+            self.solver_ = "adam"
+            return
+        outputs = self._probe(bound, a, context)
+        *_, residual = _sphere.fit_affine(outputs)
+        affine = bool(residual.max() <= _sphere.AFFINE_RTOL)
+        if self.solver == "exact" and not affine:
+            raise ValueError(
+                f"solver='exact' needs a head that is affine in the filter (global average "
+                f"pooling then linear layers) after layer={self.layer!r}; this one is not "
+                f"(relative residual {residual.max():.2g}). Use solver='adam' or 'auto'."
+            )
+        self.solver_ = "exact" if affine else "adam"
+
+    def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
+        """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
+        n = int(a.shape[0])
+        n_cells = int(np.prod(self.filter_shape_))
+        probes = _sphere.affine_probes(n_cells).reshape(-1, *self.filter_shape_)
+        per_image = probes.shape[0]
+        chunk = max(1, _PROBE_BUDGET // int(np.prod(a.shape[1:])))
+        rows = np.repeat(np.arange(n), per_image)
+        filters = np.tile(probes, (n,) + (1,) * len(self.filter_shape_))
+        outputs = []
+        for start in range(0, rows.size, chunk):
+            sel = rows[start : start + chunk]
+            f = bound.asarray(filters[start : start + chunk])
+            a_rows = bound.take(a, sel)
+            ctx = tuple(bound.take(c, sel) for c in context)
+            out = bound.head(a_rows * bound.expand_dims(f, bound.channel_axis), ctx)
+            outputs.append(bound.to_numpy(out))
+        return np.concatenate(outputs).reshape(n, per_image, -1)
+
+    def _initial_filters(self, m: int, rng: np.random.RandomState) -> np.ndarray:
+        shape = (m, *self.filter_shape_)
+        if isinstance(self.init, np.ndarray):
+            return np.broadcast_to(self.init.astype(np.float32), shape).copy()
+        if self.init == "uniform":
+            return rng.uniform(0, 1, size=shape).astype(np.float32)
+        if self.init == "normal":
+            return rng.standard_normal(shape).astype(np.float32)
+        return np.ones(shape, dtype=np.float32)
+
+    def _explain_batch(self, bound, x, a, context, out, targets, rng):
+        n = int(a.shape[0])
+        k = 1 if targets is None else targets.shape[1]
+        rows = np.repeat(np.arange(n), k)
+        filters = np.empty((rows.size, *self.filter_shape_), dtype=np.float32)
+        n_iter = np.zeros(rows.size, dtype=np.int64)
+        todo = np.arange(rows.size)
+        if self.solver_ == "exact":
+            solved, filters_exact = self._solve_exact(bound, a, context, out, rows, targets)
+            filters[solved] = filters_exact[solved]
+            todo = np.flatnonzero(~solved)
+        if todo.size:
+            sel = rows[todo]
+            data: dict = {}
+            if self.variant == "vanilla":
+                data["x"] = bound.take(x, sel)
+            else:
+                data["a"] = bound.take(a, sel)
+                data["context"] = tuple(bound.take(c, sel) for c in context)
+            if self.objective == "class-oblivious":
+                data["reference"] = bound.take(out, sel)
+            else:
+                data["weights"] = bound.asarray(
+                    1 - 2 * _one_hot(targets.reshape(-1)[todo], self.n_outputs_)
+                )
+            problem = _FilterProblem(self, bound, todo, data)
+            schedule = AdamSchedule(
+                self.learning_rate,
+                self.final_learning_rate,
+                self.max_iter,
+                self.tol,
+                self.check_every,
+            )
+            f0 = bound.asarray(self._initial_filters(todo.size, rng))
+            result = minimize_rows(bound, problem, f0, schedule)
+            filters[todo] = result.params
+            n_iter[todo] = result.n_iter
+            if not result.converged.all():
+                warnings.warn(
+                    f"L2-CAF did not converge within max_iter={self.max_iter} iterations for "
+                    f"{int((~result.converged).sum())} of {todo.size} filters; increase "
+                    f"max_iter or tol.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+        axes = tuple(range(1, filters.ndim))
+        filters /= np.sqrt((filters.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+        return filters.reshape(n, k, *self.filter_shape_), n_iter.reshape(n, k)
+
+    def _solve_exact(self, bound, a, context, out, rows, targets):
+        """Closed-form filters for the rows whose head is verified affine."""
+        n_cells = int(np.prod(self.filter_shape_))
+        jac, b, residual = _sphere.fit_affine(self._probe(bound, a, context))
+        jac_rows, b_rows = jac[rows], b[rows]
+        if self.objective == "class-oblivious":
+            target = bound.to_numpy(out).astype(np.float64) - b
+            gram = np.einsum("ndp,ndq->npq", jac, jac)
+            f = _sphere.min_quadratic(gram, np.einsum("ndp,nd->np", jac, target))[rows]
+        else:
+            t = targets.reshape(-1)
+            weights = jac_rows.sum(axis=1) - 2 * jac_rows[np.arange(rows.size), t]
+            f = _sphere.min_linear(weights)
+        f = f.reshape(rows.size, *self.filter_shape_).astype(np.float32)
+        # Verify at the solution itself: a head affine at the probes but not here
+        # (a ReLU that switches, say) falls back to gradient descent for that row.
+        unit = bound.asarray(f)
+        a_rows = bound.take(a, rows)
+        ctx = tuple(bound.take(c, rows) for c in context)
+        actual = bound.to_numpy(
+            bound.head(a_rows * bound.expand_dims(unit, bound.channel_axis), ctx)
+        )
+        predicted = np.einsum("ndp,np->nd", jac_rows, f.reshape(rows.size, n_cells)) + b_rows
+        ok = (residual[rows] <= _sphere.AFFINE_RTOL) & (
+            _sphere.relative_residual(predicted[:, None], actual[:, None]) <= _sphere.AFFINE_RTOL
+        )
+        return ok, f

@@ -1,0 +1,91 @@
+"""Exact L2-CAF optima for heads that are affine in the filter.
+
+When everything after the filtered layer is affine in the feature maps (global average
+pooling then linear layers, as in ResNet, GoogLeNet or VGG-GAP), the output is
+``z(f) = M f + b`` for a filter ``f`` with ``p`` cells. On the unit sphere, Eq. 1 of the
+L2-CAF paper, ``min ||M f + b - z0||^2``, is a trust-region subproblem, and Eq. 2,
+``min (1 - 2 e_c)^T (M f + b)``, is linear. Both have closed-form global optima, so the
+filter costs ``p + 2`` head evaluations instead of hundreds of gradient steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Gaussian probes used to verify that a head is affine; fixed, so results are repeatable.
+_N_CHECK_PROBES = 2
+AFFINE_RTOL = 1e-3
+
+
+def affine_probes(n_cells: int) -> np.ndarray:
+    """Filters (2 + p + k, p): zero, the p unit vectors, and k Gaussian check filters."""
+    rng = np.random.default_rng(0)
+    return np.concatenate(
+        [np.zeros((1, n_cells)), np.eye(n_cells), rng.standard_normal((_N_CHECK_PROBES, n_cells))]
+    ).astype(np.float32)
+
+
+def fit_affine(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From head outputs at :func:`affine_probes`, shape (n, 1 + p + k, d), get ``M``, ``b``.
+
+    Returns ``M`` (n, d, p), ``b`` (n, d) and each image's relative residual at the check
+    probes (small when the head is affine).
+    """
+    outputs = outputs.astype(np.float64)
+    n_cells = outputs.shape[1] - 1 - _N_CHECK_PROBES
+    b = outputs[:, 0]
+    jac = np.swapaxes(outputs[:, 1 : 1 + n_cells] - b[:, None], 1, 2)
+    checks = affine_probes(n_cells)[1 + n_cells :].astype(np.float64)
+    predicted = np.einsum("ndp,kp->nkd", jac, checks) + b[:, None]
+    return jac, b, relative_residual(predicted, outputs[:, 1 + n_cells :])
+
+
+def relative_residual(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-image max |predicted - actual| relative to the outputs' magnitude."""
+    axes = tuple(range(1, actual.ndim))
+    scale = np.maximum(np.abs(actual).max(axis=axes), 1e-12)
+    return np.abs(predicted - actual).max(axis=axes) / scale
+
+
+def min_linear(g: np.ndarray) -> np.ndarray:
+    """argmin over the unit sphere of ``g . f``, row by row: ``-g / ||g||``."""
+    norm = np.linalg.norm(g, axis=-1, keepdims=True)
+    uniform = np.full_like(g, 1 / np.sqrt(g.shape[-1]))
+    return np.where(norm > 0, -g / np.where(norm > 0, norm, 1), uniform)
+
+
+def min_quadratic(q: np.ndarray, g: np.ndarray, *, n_bisect: int = 200) -> np.ndarray:
+    """argmin over the unit sphere of ``f^T Q f - 2 g^T f`` for PSD ``Q``, row by row.
+
+    The optimum solves ``(Q - mu I) f = g`` with ``mu <= lambda_min(Q)`` and ``||f|| = 1``
+    (Gay 1981; Moré and Sorensen 1983). In the eigenbasis, ``||f(mu)||`` increases on
+    ``(-inf, lambda_min)``, so ``mu`` is found by bisection. The "hard case" (``g`` has no
+    component along the lowest eigenvector and ``||f(lambda_min)|| < 1``) is completed
+    along that eigenvector.
+    """
+    lam, vec = np.linalg.eigh(q)
+    c = np.einsum("npq,np->nq", vec, g)
+    lam_min = lam[:, :1]
+    gnorm = np.linalg.norm(g, axis=-1, keepdims=True)
+
+    def coef(mu: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = lam - mu
+            return np.where(gap > 0, c / np.where(gap > 0, gap, 1), 0.0)
+
+    # ||f(mu)|| <= ||g|| / (lambda_min - mu) <= 1 at mu = lambda_min - ||g||.
+    lo = lam_min - gnorm - 1e-12
+    hi = lam_min.copy()
+    for _ in range(n_bisect):
+        mid = 0.5 * (lo + hi)
+        too_long = np.linalg.norm(coef(mid), axis=-1, keepdims=True) > 1
+        hi = np.where(too_long, mid, hi)
+        lo = np.where(too_long, lo, mid)
+    coefs = coef(lo)
+    length = np.linalg.norm(coefs, axis=-1)
+    # Hard case: the secular equation has no root below lambda_min; add the missing length
+    # along the lowest eigenvector (either sign gives the same objective).
+    hard = length < 1 - 1e-6
+    coefs[hard, 0] = np.sqrt(np.clip(1 - length[hard] ** 2, 0, None))
+    f = np.einsum("npq,nq->np", vec, coefs)
+    return f / np.linalg.norm(f, axis=-1, keepdims=True)
