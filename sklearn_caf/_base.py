@@ -234,6 +234,23 @@ class BaseExplainer(TransformerMixin, BaseEstimator):
         self.fit(X, **fit_params)
         return self.transform(X, targets=y if self._uses_targets() else None)
 
+    def set_output(self, *, transform: str | None = None) -> BaseExplainer:
+        """Accept ``Pipeline.set_output``; heatmaps stay NumPy arrays.
+
+        Heatmaps are (n, H, W) or (n, k, H, W) arrays, which no DataFrame can hold, so the
+        setting only matters for the steps after the explainer (:class:`HeatmapBoxes`).
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"}, default=None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        return self
+
     def _more_tags(self):  # scikit-learn < 1.6
         return {"requires_y": False, "stateless": False}
 
