@@ -73,28 +73,30 @@ def minimize_rows(bound: Any, problem: RowProblem, x0: Any, schedule: AdamSchedu
         loss, grad = bound.value_and_grad(problem.loss, x)
         m1 = m1 * b1 + grad * (1 - b1)
         m2 = m2 * b2 + (grad * grad) * (1 - b2)
-        step = schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t)
+        step = float(schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t))
         x = x - (m1 / (bound.sqrt(m2) + schedule.eps)) * step
 
         last = t == schedule.max_iter
-        if t == 1:
-            previous = bound.to_numpy(loss).astype(np.float64)
-        elif t % schedule.check_every == 1 or schedule.check_every == 1 or last:
-            current = bound.to_numpy(loss).astype(np.float64)
+        if not (t == 1 or last or (t - 1) % schedule.check_every == 0):
+            continue
+        current = bound.to_numpy(loss).astype(np.float64)
+        if previous is None:
+            done = np.zeros(rows.size, dtype=bool)
+        else:
             done = _changed_little(current, previous, schedule.tol)
-            converged[rows[done]] = True
-            out_loss[rows] = current
-            previous = current
-            if last:
-                done[:] = True
-            if done.any():
-                finished = np.flatnonzero(done)
-                out_params[rows[finished]] = bound.to_numpy(bound.take(x, finished))
-                n_iter[rows[finished]] = t
-                keep = np.flatnonzero(~done)
-                if keep.size == 0:
-                    break
-                rows, previous = rows[keep], previous[keep]
-                x, m1, m2 = (bound.take(v, keep) for v in (x, m1, m2))
-                problem = problem.take(keep)
+        converged[rows[done]] = True
+        out_loss[rows] = current
+        previous = current
+        if last:
+            done[:] = True
+        if done.any():
+            finished = np.flatnonzero(done)
+            out_params[rows[finished]] = bound.to_numpy(bound.take(x, finished))
+            n_iter[rows[finished]] = t
+            keep = np.flatnonzero(~done)
+            if keep.size == 0:
+                break
+            rows, previous = rows[keep], previous[keep]
+            x, m1, m2 = (bound.take(v, keep) for v in (x, m1, m2))
+            problem = problem.take(keep)
     return RowsResult(out_params, out_loss, n_iter, converged)

@@ -24,9 +24,9 @@ class Explanation:
 
     Attributes
     ----------
-    heatmaps : ndarray of shape (n, k, *input_spatial), float32
+    heatmaps : ndarray of shape ``(n, k, *input_spatial)``, float32
         Maps in [0, 1] at the input's resolution, one per image and target.
-    maps : ndarray of shape (n, k, *layer_spatial), float32
+    maps : ndarray of shape ``(n, k, *layer_spatial)``, float32
         Raw maps at the layer's resolution. For L2-CAF, the signed unit-norm filters.
     targets : ndarray of shape (n, k) or None
         Class indices explained; None when the map explains the whole output

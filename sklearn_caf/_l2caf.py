@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -16,6 +17,21 @@ from ._base import BaseExplainer, _spatial_axes
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
 _PROBE_BUDGET = 2**24
+
+
+def _filter_shape(bound: Any, a: Any) -> tuple[int, ...]:
+    return tuple(int(a.shape[ax]) for ax in _spatial_axes(len(a.shape), bound.channel_axis))
+
+
+def _caller_stacklevel() -> int:
+    """Stack level of the first frame outside sklearn-caf and scikit-learn, for warnings."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "sklearn_caf",
+        "sklearn",
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -225,7 +241,7 @@ class L2CAFExplainer(BaseExplainer):
         return True
 
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
-        spatial = tuple(a.shape[ax] for ax in _spatial_axes(len(a.shape), bound.channel_axis))
+        spatial = _filter_shape(bound, a)
         self.filter_shape_ = spatial
         if isinstance(self.init, np.ndarray) and self.init.shape != spatial:
             raise ValueError(
@@ -257,12 +273,12 @@ class L2CAFExplainer(BaseExplainer):
     def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
         """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
         n = int(a.shape[0])
-        n_cells = int(np.prod(self.filter_shape_))
-        probes = _sphere.affine_probes(n_cells).reshape(-1, *self.filter_shape_)
+        spatial = _filter_shape(bound, a)
+        probes = _sphere.affine_probes(int(np.prod(spatial))).reshape(-1, *spatial)
         per_image = probes.shape[0]
         chunk = max(1, _PROBE_BUDGET // int(np.prod(a.shape[1:])))
         rows = np.repeat(np.arange(n), per_image)
-        filters = np.tile(probes, (n,) + (1,) * len(self.filter_shape_))
+        filters = np.tile(probes, (n,) + (1,) * len(spatial))
         outputs = []
         for start in range(0, rows.size, chunk):
             sel = rows[start : start + chunk]
@@ -273,9 +289,15 @@ class L2CAFExplainer(BaseExplainer):
             outputs.append(bound.to_numpy(out))
         return np.concatenate(outputs).reshape(n, per_image, -1)
 
-    def _initial_filters(self, m: int, rng: np.random.RandomState) -> np.ndarray:
-        shape = (m, *self.filter_shape_)
+    def _initial_filters(self, m: int, spatial: tuple, rng: np.random.RandomState) -> np.ndarray:
+        shape = (m, *spatial)
         if isinstance(self.init, np.ndarray):
+            if self.init.shape != spatial:
+                raise ValueError(
+                    f"init has shape {self.init.shape} but these images give feature maps of "
+                    f"spatial shape {spatial}; give an init of that shape or images of the "
+                    f"size seen in fit."
+                )
             return np.broadcast_to(self.init.astype(np.float32), shape).copy()
         if self.init == "uniform":
             return rng.uniform(0, 1, size=shape).astype(np.float32)
@@ -287,7 +309,8 @@ class L2CAFExplainer(BaseExplainer):
         n = int(a.shape[0])
         k = 1 if targets is None else targets.shape[1]
         rows = np.repeat(np.arange(n), k)
-        filters = np.empty((rows.size, *self.filter_shape_), dtype=np.float32)
+        spatial = _filter_shape(bound, a)
+        filters = np.empty((rows.size, *spatial), dtype=np.float32)
         n_iter = np.zeros(rows.size, dtype=np.int64)
         todo = np.arange(rows.size)
         if self.solver_ == "exact":
@@ -316,7 +339,7 @@ class L2CAFExplainer(BaseExplainer):
                 self.tol,
                 self.check_every,
             )
-            f0 = bound.asarray(self._initial_filters(todo.size, rng))
+            f0 = bound.asarray(self._initial_filters(todo.size, spatial, rng))
             result = minimize_rows(bound, problem, f0, schedule)
             filters[todo] = result.params
             n_iter[todo] = result.n_iter
@@ -326,15 +349,16 @@ class L2CAFExplainer(BaseExplainer):
                     f"{int((~result.converged).sum())} of {todo.size} filters; increase "
                     f"max_iter or tol.",
                     ConvergenceWarning,
-                    stacklevel=4,
+                    stacklevel=_caller_stacklevel(),
                 )
         axes = tuple(range(1, filters.ndim))
         filters /= np.sqrt((filters.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
-        return filters.reshape(n, k, *self.filter_shape_), n_iter.reshape(n, k)
+        return filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
 
     def _solve_exact(self, bound, a, context, out, rows, targets):
         """Closed-form filters for the rows whose head is verified affine."""
-        n_cells = int(np.prod(self.filter_shape_))
+        spatial = _filter_shape(bound, a)
+        n_cells = int(np.prod(spatial))
         jac, b, residual = _sphere.fit_affine(self._probe(bound, a, context))
         jac_rows, b_rows = jac[rows], b[rows]
         if self.objective == "class-oblivious":
@@ -345,7 +369,7 @@ class L2CAFExplainer(BaseExplainer):
             t = targets.reshape(-1)
             weights = jac_rows.sum(axis=1) - 2 * jac_rows[np.arange(rows.size), t]
             f = _sphere.min_linear(weights)
-        f = f.reshape(rows.size, *self.filter_shape_).astype(np.float32)
+        f = f.reshape(rows.size, *spatial).astype(np.float32)
         # Verify at the solution itself: a head affine at the probes but not here
         # (a ReLU that switches, say) falls back to gradient descent for that row.
         unit = bound.asarray(f)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 # Gaussian probes used to verify that a head is affine; fixed, so results are repeatable.
-_N_CHECK_PROBES = 2
+_N_CHECK_PROBES = 4
 AFFINE_RTOL = 1e-3
 
 
@@ -59,33 +59,36 @@ def min_quadratic(q: np.ndarray, g: np.ndarray, *, n_bisect: int = 200) -> np.nd
 
     The optimum solves ``(Q - mu I) f = g`` with ``mu <= lambda_min(Q)`` and ``||f|| = 1``
     (Gay 1981; Moré and Sorensen 1983). In the eigenbasis, ``||f(mu)||`` increases on
-    ``(-inf, lambda_min)``, so ``mu`` is found by bisection. The "hard case" (``g`` has no
-    component along the lowest eigenvector and ``||f(lambda_min)|| < 1``) is completed
-    along that eigenvector.
+    ``(-inf, lambda_min)``, so ``mu`` is found by bisection. In the "hard case" ``g`` has no
+    component in the lowest eigenspace and ``f(lambda_min)`` is shorter than 1: the optimum
+    is ``f(lambda_min)`` completed to unit length along that eigenspace.
     """
     lam, vec = np.linalg.eigh(q)
     c = np.einsum("npq,np->nq", vec, g)
     lam_min = lam[:, :1]
+    scale = np.maximum(np.abs(lam).max(axis=1, keepdims=True), 1e-300)
     gnorm = np.linalg.norm(g, axis=-1, keepdims=True)
+    lowest = lam - lam_min <= 1e-9 * scale
 
-    def coef(mu: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gap = lam - mu
-            return np.where(gap > 0, c / np.where(gap > 0, gap, 1), 0.0)
+    # Hard case, decided before any root finding: rounding leaves ~1e-16 of g in the lowest
+    # eigenspace, which bisection would blow up into an arbitrary component.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(lowest, 0.0, c / np.where(lowest, 1.0, lam - lam_min))
+    y_len = np.linalg.norm(y, axis=-1)
+    c_low = np.linalg.norm(np.where(lowest, c, 0.0), axis=-1)
+    hard = (c_low <= 1e-9 * np.maximum(gnorm[:, 0], 1e-300)) & (y_len < 1)
+    y[hard, 0] = np.sqrt(1 - y_len[hard] ** 2)  # column 0 lies in the lowest eigenspace
 
-    # ||f(mu)|| <= ||g|| / (lambda_min - mu) <= 1 at mu = lambda_min - ||g||.
+    # Easy case: ||f(mu)|| <= ||g|| / (lambda_min - mu) <= 1 at mu = lambda_min - ||g||.
+    # (Rows in the hard case divide by zero here; their result is discarded.)
     lo = lam_min - gnorm - 1e-12
     hi = lam_min.copy()
-    for _ in range(n_bisect):
-        mid = 0.5 * (lo + hi)
-        too_long = np.linalg.norm(coef(mid), axis=-1, keepdims=True) > 1
-        hi = np.where(too_long, mid, hi)
-        lo = np.where(too_long, lo, mid)
-    coefs = coef(lo)
-    length = np.linalg.norm(coefs, axis=-1)
-    # Hard case: the secular equation has no root below lambda_min; add the missing length
-    # along the lowest eigenvector (either sign gives the same objective).
-    hard = length < 1 - 1e-6
-    coefs[hard, 0] = np.sqrt(np.clip(1 - length[hard] ** 2, 0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(n_bisect):
+            mid = 0.5 * (lo + hi)
+            too_long = np.linalg.norm(c / (lam - mid), axis=-1, keepdims=True) > 1
+            hi = np.where(too_long, mid, hi)
+            lo = np.where(too_long, lo, mid)
+        coefs = np.where(hard[:, None], y, c / (lam - lo))
     f = np.einsum("npq,nq->np", vec, coefs)
     return f / np.linalg.norm(f, axis=-1, keepdims=True)

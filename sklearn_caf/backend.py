@@ -123,6 +123,7 @@ def register_backend(name: str, backend: Any) -> None:
     Third-party backends normally register through the entry-point group
     ``sklearn_caf.backends`` instead; this is for backends defined at run time.
     """
+    _instantiate(backend)  # fails now, naming what is missing, rather than at first use
     _REGISTERED[name] = backend
 
 

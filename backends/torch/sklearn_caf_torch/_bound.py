@@ -16,11 +16,21 @@ def resolve_device(model: torch.nn.Module, device: Any) -> torch.device:
     """``"auto"``: the model's own GPU, else the first GPU when present, else the CPU."""
     if device != "auto":
         try:
-            return torch.device(device)
+            chosen = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
             ) from exc
+        if chosen.type == "cuda" and (
+            not torch.cuda.is_available()
+            or (chosen.index or 0) >= torch.cuda.device_count()
+        ):
+            raise ValueError(
+                f"device={device!r} is not available here (CUDA available: "
+                f"{torch.cuda.is_available()}, {torch.cuda.device_count()} GPU(s)); use "
+                f"device='auto' or 'cpu'."
+            )
+        return chosen
     tensors = [*model.parameters(), *model.buffers()]
     if tensors and tensors[0].device.type != "cpu":
         return tensors[0].device
@@ -88,19 +98,26 @@ class TorchBoundModel:
             self._state = _ModelState(self.model)
             self._state.freeze()
             self._grad_mode = torch.is_grad_enabled()
+            # Gradients wrt filters and features are needed even when the caller runs
+            # under torch.inference_mode() or no_grad (as evaluation loops do).
+            self._inference = torch.inference_mode(False)
+            self._inference.__enter__()
         self._depth += 1
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self._depth -= 1
         if self._depth == 0:
+            self._inference.__exit__(*exc_info)
             self._state.restore()
             torch.set_grad_enabled(self._grad_mode)
 
     # -- model -------------------------------------------------------------------------------
     def asarray(self, x: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
-            return x.detach().to(self.device, torch.float32)
+            x = x.detach().to(self.device, torch.float32)
+            # Tensors made under inference_mode cannot enter autograd; a copy can.
+            return x.clone() if x.is_inference() else x
         return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
 
     def to_numpy(self, t: Any) -> np.ndarray:

@@ -36,7 +36,8 @@ def split_graph(
 
     ``trunk(x)`` returns ``(a, *context)``: the layer's output and the values computed
     before it that the head also reads (a skip connection around the layer, say).
-    ``head(a, *context)`` returns the model's output. The model must be in eval mode:
+    ``head(a, *context, input_like)`` returns the model's output; ``input_like`` is any
+    tensor of the input's shape (only its shape is read). The model must be in eval mode:
     ``self.training`` branches are resolved while tracing.
     """
     if layer is not None:
@@ -50,9 +51,10 @@ def split_graph(
     except Exception as exc:
         raise ValueError(
             f"the model could not be traced with torch.fx to split it at layer={layer!r} "
-            f"({type(exc).__name__}: {exc}). Data-dependent Python control flow in forward() "
-            f"prevents tracing; wrap the model so that the part from the input to the layer "
-            f"and the part after it are plain calls."
+            f"({type(exc).__name__}: {exc}). Tracing fails on data-dependent Python control "
+            f"flow in forward() and on forward hooks that read their inputs' values; wrap the "
+            f"model so that the part from the input to the layer and the part after it are "
+            f"plain calls."
         ) from exc
     root = fx.GraphModule(tracer.root, graph)
     nodes = list(graph.nodes)
@@ -115,9 +117,14 @@ def split_graph(
     env = {start: head.placeholder("features")}
     for i, node in enumerate(context):
         env[node] = head.placeholder(f"context_{i}")
-    for node in nodes:
-        if node.op == "placeholder" and node is not start:
-            env[node] = head.placeholder(f"input_like_{node.name}", default_value=None)
+    # The head's last positional argument stands in for the model's input (its shape);
+    # further inputs of forward() keep their defaults.
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    like = head.placeholder("input_like", default_value=None)
+    if inputs[0] is not start:
+        env[inputs[0]] = like
+    for node in inputs[1:]:
+        env[node] = head.node_copy(node)
     for node in nodes:
         if node in env or node.op in ("output", "placeholder"):
             continue

@@ -1,0 +1,593 @@
+"""L2-CAF (L2CAFExplainer) on real torch models: known optima of linear heads (Eq. 1-3 of
+the paper), the exact and Adam solvers, invariances, targets, iterations and sanity checks."""
+
+import copy
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.optimize import minimize
+from scipy.stats import pearsonr
+from sklearn.exceptions import ConvergenceWarning
+
+torch = pytest.importorskip("torch")
+from conftest import (  # noqa: E402
+    embedding_cnn,
+    images,
+    linear_head,
+    logits,
+    mlp_head_cnn,
+    tiny_cnn,
+    tiny_resnet,
+)
+from torch import nn  # noqa: E402
+
+from sklearn_caf import L2CAFExplainer  # noqa: E402
+from sklearn_caf._l2caf import _FilterProblem  # noqa: E402
+
+F = torch.nn.functional
+
+# Adam run to (float32) convergence: the optimum, not the authors' early stop.
+ADAM_TIGHT = {"solver": "adam", "max_iter": 3000, "tol": 1e-10}
+
+
+def cosine(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def quiet(fn, *args, **kwargs):
+    """Run ``fn`` ignoring ConvergenceWarning (tests that cap max_iter on purpose)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+# -- Linear heads: the optimum in closed form ------------------------------------------------
+def linear_problem(seed=0, n=4, channels=4, spatial=(3, 3), d=6):
+    """Pre-extracted features A (n, C, h, w) and a GAP + Linear head: z(f) = M f + b."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, channels, *spatial)).astype(np.float32)
+    W, b = rng.standard_normal((d, channels)), rng.standard_normal(d)
+    M = np.einsum("dc,ncp->ndp", W, A.reshape(n, channels, -1).astype(np.float64))
+    return A, linear_head(W, b), M / np.prod(spatial)
+
+
+def oblivious_loss(M, f):
+    """Eq. 1 for the linear head: ||M f + b - (M 1 + b)||^2 = ||M (f - 1)||^2, f unit."""
+    f = f.reshape(len(M), -1)
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    return (np.einsum("ndp,np->nd", M, f - 1) ** 2).sum(1)
+
+
+def brute_force_oblivious(M, restarts=30, seed=0):
+    """Independent solver: BFGS on f = u / ||u|| from many random starts, per image."""
+    rng = np.random.default_rng(seed)
+    best = []
+    for m in M:
+        p = m.shape[1]
+
+        def objective(u, m=m):
+            f = u / np.linalg.norm(u)
+            return ((m @ (f - 1)) ** 2).sum()
+
+        runs = [
+            minimize(objective, rng.standard_normal(p), method="BFGS", options={"gtol": 1e-12})
+            for _ in range(restarts)
+        ]
+        u = min(runs, key=lambda r: r.fun).x
+        best.append(u / np.linalg.norm(u))
+    return np.array(best)
+
+
+# layer=None filters the input itself (pre-extracted features, as the paper allows);
+# layer="features" is an nn.Identity in front: the same problem through a named layer.
+LAYERS = [None, "features"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_class_specific_optimum_of_a_linear_head(layer):
+    A, model, M = linear_problem(seed=1)
+    targets = np.array([0, 3, 5, 2])
+    # Eq. 2: L_c = sum_j (1 - 2 [j == c]) z_j = g . f + const with g = M^T (1 - 2 e_c), so
+    # the minimizer on the unit sphere is -g / ||g||.
+    g = np.einsum("ndp,nd->np", M, 1 - 2 * np.eye(6)[targets])
+    expected = -g / np.linalg.norm(g, axis=1, keepdims=True)
+    for params in ({"solver": "exact"}, ADAM_TIGHT):
+        ex = L2CAFExplainer(model=model, layer=layer, objective="class-specific", **params)
+        e = ex.fit(A).explain(A, targets=targets)
+        assert e.maps.shape == (4, 1, 3, 3)
+        if params["solver"] == "exact":
+            assert_allclose(e.maps.reshape(4, -1), expected, atol=1e-5)
+        else:
+            assert (cosine(e.maps, expected) > 0.999).all()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_class_oblivious_optimum_of_a_linear_head(layer):
+    A, model, M = linear_problem(seed=2)
+    exact = L2CAFExplainer(model=model, layer=layer, solver="exact").fit(A).explain(A)
+    reference = brute_force_oblivious(M)
+    # The closed form is at least as good as 30 local searches, and is the same filter.
+    assert (oblivious_loss(M, exact.maps) <= oblivious_loss(M, reference) + 1e-6).all()
+    assert (cosine(exact.maps, reference) > 0.9999).all()
+    adam = L2CAFExplainer(model=model, layer=layer, **ADAM_TIGHT).fit(A).explain(A)
+    assert (cosine(adam.maps, reference) > 0.999).all()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_class_oblivious_two_cell_map_against_a_dense_grid(layer):
+    # A 2x1 filter is (cos t, sin t): a dense grid over t is an exhaustive search.
+    A, model, M = linear_problem(seed=3, n=3, channels=3, spatial=(2, 1), d=4)
+    t = np.linspace(0, 2 * np.pi, 400_001)
+    grid = np.stack([np.cos(t), np.sin(t)], 1)
+    best = np.array([grid[np.argmin(((grid - 1) @ m.T) ** 2 @ np.ones(4))] for m in M])
+    for params in ({"solver": "exact"}, ADAM_TIGHT):
+        e = L2CAFExplainer(model=model, layer=layer, **params).fit(A).explain(A)
+        assert e.maps.shape == (3, 1, 2, 1)
+        assert_allclose(
+            e.maps.reshape(3, 2), best, atol=1e-3 if params["solver"] == "adam" else 1e-4
+        )
+
+
+def test_linear_head_outputs_and_solver_choice():
+    A, model, _ = linear_problem(seed=4)
+    ex = L2CAFExplainer(model=model, layer="features").fit(A)
+    assert ex.solver_ == "exact"
+    assert ex.filter_shape_ == (3, 3)
+    assert ex.layer_shape_ == (4, 3, 3)
+    assert ex.n_outputs_ == 6
+    e = ex.explain(A)
+    assert_allclose(e.outputs, logits(model, A), rtol=1e-5, atol=1e-6)
+    assert e.targets is None
+
+
+# -- Solvers on real CNNs --------------------------------------------------------------------
+AFFINE_CASES = [
+    (tiny_cnn, "class-oblivious"),
+    (tiny_cnn, "class-specific"),
+    (tiny_resnet, "class-oblivious"),
+    (tiny_resnet, "class-specific"),
+    (embedding_cnn, "class-oblivious"),  # a retrieval network: the raw embedding (Eq. 1)
+]
+
+
+@pytest.mark.parametrize(
+    ("factory", "objective"), AFFINE_CASES, ids=[f"{f.__name__}-{o}" for f, o in AFFINE_CASES]
+)
+def test_exact_and_adam_agree_on_an_affine_head(factory, objective):
+    model = factory()
+    layer = "relu2" if factory is not tiny_resnet else "block2.out"
+    X = images(4, 8, seed=5)
+    exact = L2CAFExplainer(model=model, layer=layer, objective=objective).fit(X)
+    assert exact.solver_ == "exact"
+    e = exact.explain(X)
+    adam = L2CAFExplainer(model=model, layer=layer, objective=objective, **ADAM_TIGHT).fit(X)
+    a = adam.explain(X)
+    assert adam.solver_ == "adam"
+    if objective == "class-specific":
+        assert_array_equal(e.targets, a.targets)
+    assert (cosine(e.maps, a.maps) > 0.999).all()
+
+
+def test_auto_falls_back_to_adam_on_a_non_affine_head():
+    X = images(2, 8)
+    ex = L2CAFExplainer(model=mlp_head_cnn(), layer="relu2").fit(X)
+    assert ex.solver_ == "adam"
+    with pytest.raises(ValueError, match="affine"):
+        L2CAFExplainer(model=mlp_head_cnn(), layer="relu2", solver="exact").fit(X)
+    # Layers before the last ReLU of tiny_cnn are not affine either.
+    assert L2CAFExplainer(model=tiny_cnn(), layer="conv2").fit(X).solver_ == "adam"
+    with pytest.raises(ValueError, match="vanilla"):
+        L2CAFExplainer(model=tiny_cnn(), layer="relu2", solver="exact", variant="vanilla").fit(X)
+
+
+def test_adam_reaches_a_lower_loss_than_the_initial_filter_on_a_non_affine_head():
+    model = mlp_head_cnn()
+    X = images(3, 8, seed=6)
+    ex = L2CAFExplainer(model=model, layer="conv2", init="ones").fit(X)
+    e = ex.explain(X)
+    with ex.bound_ as bound:
+        x = bound.asarray(X)
+        a, context = bound.trunk(x)
+        problem = _FilterProblem(
+            ex,
+            bound,
+            np.arange(3),
+            {"a": a, "context": context, "reference": bound.head(a, context)},
+        )
+        start = problem.loss(bound.asarray(np.ones((3, 8, 8), np.float32))).numpy()
+        end = problem.loss(bound.asarray(e.maps[:, 0])).numpy()
+    assert (end < 0.9 * start).all()
+
+
+# -- The filtered forward pass ---------------------------------------------------------------
+def halved(model):
+    """``model`` behind a 2x2 average pooling: maps at half the input's resolution."""
+    return nn.Sequential(OrderedDict(down=nn.AvgPool2d(2), net=model)).eval()
+
+
+# Shared by the Hypothesis tests (building models per example is wasted time).
+MODELS = {"tiny_cnn": tiny_cnn(), "halved_resnet": halved(tiny_resnet())}
+
+
+def fitted(layer, X, model="tiny_cnn", **params):
+    """An explainer of a shared model fitted on ``X`` (its filter has X's layer shape)."""
+    return quiet(L2CAFExplainer(model=MODELS[model], layer=layer, **params).fit, X)
+
+
+@given(
+    layer=st.sampled_from(["conv1", "relu1", "conv2", "relu2"]),
+    scale=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**16),
+)
+def test_filtered_output_depends_only_on_the_direction(layer, scale, seed):
+    rng = np.random.default_rng(seed)
+    X = images(2, 8, seed=seed)
+    ex = fitted(layer, X)
+    f = rng.standard_normal((2, 8, 8)).astype(np.float32)
+    with ex.bound_ as bound:
+        a, context = bound.trunk(bound.asarray(X))
+        problem = _FilterProblem(ex, bound, np.arange(2), {"a": a, "context": context})
+        out = problem.outputs(bound.asarray(f)).numpy()
+        scaled = problem.outputs(bound.asarray(scale * f)).numpy()
+        other = problem.outputs(bound.asarray(np.ones_like(f))).numpy()
+    assert_allclose(scaled, out, rtol=1e-4, atol=1e-5 * np.abs(out).max())
+    assert not np.allclose(other, out)  # ... but it does depend on the direction
+
+
+def test_filtered_output_is_the_head_on_unit_filtered_features():
+    # tiny_cnn after relu2: z = fc(mean_ij(A_ij * f_ij / ||f||)), written out by hand.
+    model = tiny_cnn()
+    X = images(3, 8, seed=7)
+    ex = L2CAFExplainer(model=model, layer="relu2").fit(X)
+    f = np.random.default_rng(7).standard_normal((3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        A = model[:4](torch.as_tensor(X)).numpy().astype(np.float64)
+    unit = f / np.linalg.norm(f.reshape(3, -1), axis=1)[:, None, None]
+    pooled = (A * unit[:, None]).mean(axis=(2, 3))
+    expected = pooled @ model.fc.weight.detach().numpy().T + model.fc.bias.detach().numpy()
+    with ex.bound_ as bound:
+        a, context = bound.trunk(bound.asarray(X))
+        problem = _FilterProblem(ex, bound, np.arange(3), {"a": a, "context": context})
+        assert_allclose(problem.outputs(bound.asarray(f)).numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+# -- Properties of the explanations ----------------------------------------------------------
+@given(
+    layer=st.sampled_from(["conv1", "relu1", "conv2", "relu2"]),
+    objective=st.sampled_from(["class-oblivious", "class-specific"]),
+    n=st.integers(1, 4),
+    h=st.integers(4, 16),
+    w=st.integers(4, 16),
+    seed=st.integers(0, 2**16),
+)
+def test_maps_are_unit_filters_and_heatmaps_float32_in_unit_interval(
+    layer, objective, n, h, w, seed
+):
+    X = images(n, (h, w), seed=seed)
+    ex = fitted(layer, X, objective=objective, max_iter=20, top_k=2, batch_size=3)
+    e = quiet(ex.explain, X)
+    k = 2 if objective == "class-specific" else 1
+    assert e.maps.shape == (n, k, h, w)  # "same" convolutions keep the input's resolution
+    assert e.maps.dtype == np.float32
+    assert_allclose(np.linalg.norm(e.maps.reshape(n * k, -1), axis=1), 1, rtol=1e-5)
+    assert e.heatmaps.shape == (n, k, h, w)
+    assert e.heatmaps.dtype == np.float32
+    assert e.heatmaps.min() >= 0 and e.heatmaps.max() <= 1
+    # The heatmap is |f| min-max normalized (no resize needed at this resolution).
+    mag = np.abs(e.maps.astype(np.float64))
+    lo, hi = mag.min(axis=(2, 3), keepdims=True), mag.max(axis=(2, 3), keepdims=True)
+    assert_allclose(e.heatmaps, (mag - lo) / (hi - lo), atol=1e-5)
+    assert quiet(ex.transform, X).shape == ((n, k, h, w) if k > 1 else (n, h, w))
+
+
+@pytest.mark.parametrize(("layer", "solver"), [("relu2", "exact"), ("conv2", "adam")])
+def test_explain_images_of_another_size_than_fit(layer, solver):
+    # explain() accepts any spatial size (only the channels must match fit) and Grad-CAM
+    # follows it; L2-CAF's filter must take the layer's spatial shape of the new images.
+    model = tiny_cnn()
+    small, large = images(2, 8, seed=20), images(2, 12, seed=21)
+    ex = L2CAFExplainer(model=model, layer=layer).fit(small)
+    assert ex.solver_ == solver
+    e = ex.explain(large)
+    assert e.maps.shape == (2, 1, 12, 12)
+    assert e.heatmaps.shape == (2, 1, 12, 12)
+    fresh = L2CAFExplainer(model=model, layer=layer).fit(large).explain(large)
+    assert_allclose(e.maps, fresh.maps, atol=1e-5)
+
+
+@given(
+    layer=st.sampled_from(["net.stem", "net.block1.conv2", "net.block1.out", "net.block2.out"]),
+    n=st.integers(1, 3),
+    h=st.integers(4, 15),
+    w=st.integers(4, 15),
+    seed=st.integers(0, 2**16),
+)
+def test_heatmaps_are_resized_to_the_input(layer, n, h, w, seed):
+    X = images(n, (h, w), seed=seed)
+    e = quiet(fitted(layer, X, model="halved_resnet", max_iter=20).explain, X)
+    assert e.maps.shape == (n, 1, h // 2, w // 2)
+    assert_allclose(np.linalg.norm(e.maps.reshape(n, -1), axis=1), 1, rtol=1e-5)
+    assert e.heatmaps.shape == (n, 1, h, w)
+    assert e.heatmaps.dtype == np.float32
+    assert 0 <= e.heatmaps.min() and e.heatmaps.max() <= 1
+    # |f| resized bilinearly (torch as the reference), then min-max normalized.
+    up = F.interpolate(
+        torch.as_tensor(np.abs(e.maps), dtype=torch.float64),
+        size=(h, w),
+        mode="bilinear",
+        align_corners=False,
+    ).numpy()
+    lo, hi = up.min(axis=(2, 3), keepdims=True), up.max(axis=(2, 3), keepdims=True)
+    assert_allclose(e.heatmaps, (up - lo) / (hi - lo), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("layer", "solver"), [("conv1", "adam"), ("conv2", "adam"), ("relu2", "exact")]
+)
+@pytest.mark.parametrize("objective", ["class-oblivious", "class-specific"])
+def test_batched_equals_one_by_one(layer, solver, objective):
+    model = tiny_cnn()
+    X = images(5, 8, seed=8)
+    ex = L2CAFExplainer(
+        model=model, layer=layer, objective=objective, init="ones", top_k=2, batch_size=5
+    ).fit(X)
+    assert ex.solver_ == solver
+    e = ex.explain(X)
+    for batch_size in (1, 2):
+        part = ex.set_params(batch_size=batch_size).explain(X)
+        if solver == "exact":
+            assert_array_equal(part.n_iter, 0)
+            assert_allclose(part.maps, e.maps, atol=1e-5)
+        else:
+            assert (np.abs(part.n_iter - e.n_iter) <= ex.check_every).all()
+            # Adam amplifies float32 rounding of batch-size-dependent kernels in cells
+            # whose gradient is ~0; the filters agree to optimizer noise.
+            assert (cosine(part.maps, e.maps) > 0.9999).all()
+            assert_allclose(part.maps, e.maps, atol=1e-2)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "relu1", "conv2", "relu2"])
+@pytest.mark.parametrize("objective", ["class-oblivious", "class-specific"])
+def test_fast_and_vanilla_variants_agree(layer, objective):
+    model = tiny_cnn()
+    X = images(3, 8, seed=9)
+    common = dict(
+        model=model, layer=layer, objective=objective, solver="adam", init="ones", max_iter=200
+    )
+    fast = quiet(L2CAFExplainer(variant="fast", **common).fit(X).explain, X)
+    vanilla = quiet(L2CAFExplainer(variant="vanilla", **common).fit(X).explain, X)
+    assert_allclose(vanilla.maps, fast.maps, atol=1e-4)
+    assert_array_equal(vanilla.n_iter, fast.n_iter)
+
+
+@pytest.mark.parametrize("objective", ["class-oblivious", "class-specific"])
+def test_exact_fast_equals_vanilla_adam_on_the_affine_head(objective):
+    model = tiny_cnn()
+    X = images(3, 8, seed=10)
+    exact = L2CAFExplainer(model=model, layer="relu2", objective=objective).fit(X)
+    assert exact.solver_ == "exact"
+    vanilla = L2CAFExplainer(
+        model=model,
+        layer="relu2",
+        objective=objective,
+        variant="vanilla",
+        max_iter=3000,
+        tol=1e-10,
+    ).fit(X)
+    assert vanilla.solver_ == "adam"
+    assert (cosine(exact.explain(X).maps, vanilla.explain(X).maps) > 0.999).all()
+
+
+# -- Targets ---------------------------------------------------------------------------------
+def test_top_k_gives_one_map_per_predicted_class_in_order():
+    model = tiny_cnn(n_classes=6)
+    X = images(5, 8, seed=11)
+    ex = L2CAFExplainer(model=model, layer="relu2", objective="class-specific", top_k=3).fit(X)
+    e = ex.explain(X)
+    assert e.heatmaps.shape == (5, 3, 8, 8)
+    assert e.maps.shape == (5, 3, 8, 8)
+    assert_array_equal(e.targets, np.argsort(-logits(model, X), axis=1)[:, :3])
+    assert ex.transform(X).shape == (5, 3, 8, 8)
+    for j in range(3):
+        single = ex.explain(X, targets=e.targets[:, j])
+        assert_allclose(single.maps[:, 0], e.maps[:, j], atol=1e-5)
+
+
+def test_given_targets_are_honoured():
+    model = tiny_cnn(n_classes=6)
+    X = images(4, 8, seed=12)
+    A = model[:4](torch.as_tensor(X)).detach().numpy().astype(np.float64)
+    M = np.einsum("dc,ncp->ndp", model.fc.weight.detach().numpy(), A.reshape(4, 6, -1)) / 64
+    ex = L2CAFExplainer(model=model, layer="relu2", objective="class-specific").fit(X)
+
+    def expected(t):
+        g = np.einsum("ndp,nd->np", M, 1 - 2 * np.eye(6)[t])
+        return -g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    flat = ex.explain(X, targets=[5, 0, 2, 2])
+    assert_array_equal(flat.targets, [[5], [0], [2], [2]])
+    assert_allclose(flat.maps.reshape(4, -1), expected([5, 0, 2, 2]), atol=1e-5)
+    pairs = np.array([[1, 4], [0, 3], [2, 5], [5, 1]])
+    e = ex.explain(X, targets=pairs)
+    assert_array_equal(e.targets, pairs)
+    for j in range(2):
+        assert_allclose(e.maps[:, j].reshape(4, -1), expected(pairs[:, j]), atol=1e-5)
+    assert (cosine(e.maps[:, 0], e.maps[:, 1]) < 0.99).all()  # other class, other map
+
+
+@pytest.mark.parametrize("solver", ["exact", "adam"])
+def test_class_specific_maps_differ_between_classes(solver):
+    model = tiny_cnn(n_classes=4)
+    X = images(3, 8, seed=13)
+    ex = L2CAFExplainer(
+        model=model, layer="relu2", objective="class-specific", solver=solver, top_k=4
+    ).fit(X)
+    e = ex.explain(X)
+    for i in range(3):
+        for j in range(4):
+            for jj in range(j + 1, 4):
+                assert cosine(e.maps[i, j : j + 1], e.maps[i, jj : jj + 1])[0] < 0.99
+
+
+def test_class_oblivious_rejects_targets_and_ignores_top_k():
+    X = images(2, 8)
+    ex = L2CAFExplainer(model=tiny_cnn(), layer="relu2", top_k=3).fit(X)
+    with pytest.raises(ValueError, match="targets"):
+        ex.explain(X, targets=[0, 1])
+    e = ex.explain(X)
+    assert e.maps.shape == (2, 1, 8, 8)
+    assert e.targets is None
+    assert ex.transform(X).shape == (2, 8, 8)
+
+
+# -- Iterations and convergence --------------------------------------------------------------
+def test_n_iter_is_zero_for_the_exact_solver():
+    X = images(3, 8)
+    e = (
+        L2CAFExplainer(model=tiny_cnn(), layer="relu2", objective="class-specific", top_k=2)
+        .fit(X)
+        .explain(X)
+    )
+    assert e.n_iter.shape == (3, 2)
+    assert_array_equal(e.n_iter, 0)
+
+
+@pytest.mark.parametrize("max_iter", [60, 400])
+def test_n_iter_of_adam_is_within_max_iter(max_iter):
+    X = images(4, 8, seed=14)
+    ex = L2CAFExplainer(model=mlp_head_cnn(), layer="conv2", max_iter=max_iter).fit(X)
+    e = quiet(ex.explain, X)
+    assert e.n_iter.shape == (4, 1)
+    assert e.n_iter.dtype.kind == "i"
+    assert ((e.n_iter >= 1) & (e.n_iter <= max_iter)).all()
+
+
+def test_default_settings_converge_before_max_iter():
+    X = images(4, 8, seed=15)
+    ex = L2CAFExplainer(model=mlp_head_cnn(), layer="conv2").fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        e = ex.explain(X)
+    assert (e.n_iter < ex.max_iter).all()
+
+
+def test_convergence_warning_when_max_iter_is_hit():
+    X = images(2, 8)
+    ex = L2CAFExplainer(model=mlp_head_cnn(), layer="conv2", max_iter=3, tol=0).fit(X)
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
+        e = ex.explain(X)
+    assert_array_equal(e.n_iter, 3)
+
+
+def test_convergence_warning_points_at_the_callers_line():
+    # Like scikit-learn's own warnings, it names the user's line, not library internals.
+    X = images(2, 8)
+    ex = L2CAFExplainer(model=mlp_head_cnn(), layer="conv2", max_iter=3, tol=0).fit(X)
+    for method in (ex.explain, ex.transform):
+        with pytest.warns(ConvergenceWarning) as record:
+            method(X)
+        assert record[0].filename == __file__, (method.__name__, record[0].filename)
+
+
+def test_more_iterations_lower_the_loss():
+    X = images(3, 8, seed=16)
+    model = mlp_head_cnn()
+
+    def loss(max_iter):
+        ex = L2CAFExplainer(model=model, layer="conv2", max_iter=max_iter, tol=0).fit(X)
+        maps = quiet(ex.explain, X).maps[:, 0]
+        with ex.bound_ as bound:
+            a, context = bound.trunk(bound.asarray(X))
+            problem = _FilterProblem(
+                ex,
+                bound,
+                np.arange(3),
+                {"a": a, "context": context, "reference": bound.head(a, context)},
+            )
+            return problem.loss(bound.asarray(maps)).numpy()
+
+    assert (loss(300) < loss(5)).all()
+
+
+# -- Initialization and random_state ---------------------------------------------------------
+@pytest.mark.parametrize("init", ["normal", "uniform"])
+def test_random_state_makes_random_inits_repeatable(init):
+    X = images(3, 8, seed=17)
+    model = mlp_head_cnn()
+
+    def maps(random_state):
+        ex = L2CAFExplainer(
+            model=model, layer="conv2", init=init, max_iter=2, random_state=random_state
+        )
+        return quiet(ex.fit(X).explain, X).maps
+
+    assert_array_equal(maps(0), maps(0))
+    assert not np.allclose(maps(0), maps(1))
+    # An integer seed restarts the stream at every call: explain twice, same maps.
+    ex = L2CAFExplainer(model=model, layer="conv2", init=init, max_iter=2, random_state=3).fit(X)
+    assert_array_equal(quiet(ex.explain, X).maps, quiet(ex.explain, X).maps)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_init_array_is_the_starting_filter(max_iter):
+    # A learning rate of 1e-6 barely moves the filter: the result is the initial one.
+    X = images(2, 8, seed=18)
+    model = mlp_head_cnn()
+    start = np.random.default_rng(0).standard_normal((8, 8))
+    ex = L2CAFExplainer(
+        model=model,
+        layer="conv2",
+        init=start,
+        max_iter=max_iter,
+        learning_rate=1e-6,
+        final_learning_rate=1e-6,
+    ).fit(X)
+    e = quiet(ex.explain, X)
+    expected = start / np.linalg.norm(start)
+    assert (cosine(e.maps[:, 0], np.stack([expected, expected])) > 0.99999).all()
+    assert_array_equal(e.n_iter, max_iter)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (8,), (8, 8, 1), (1, 8, 8)])
+def test_init_array_of_the_wrong_shape_is_rejected(shape):
+    X = images(1, 8)
+    ex = L2CAFExplainer(model=tiny_cnn(), layer="conv2", init=np.ones(shape))
+    with pytest.raises(ValueError, match="init"):
+        ex.fit(X)
+
+
+# -- Sanity check (Adebayo et al. 2018): maps must depend on the head's weights --------------
+def randomized(model, name="fc", seed=123):
+    clone = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    clone.get_submodule(name).reset_parameters()
+    return clone
+
+
+@pytest.mark.parametrize(
+    ("factory", "layer", "objective"),
+    [
+        (tiny_cnn, "relu2", "class-oblivious"),
+        (tiny_cnn, "relu2", "class-specific"),
+        (mlp_head_cnn, "conv2", "class-oblivious"),
+    ],
+)
+def test_randomizing_the_head_changes_the_maps(factory, layer, objective):
+    model = factory()
+    X = images(8, 8, seed=19)
+    targets = np.zeros(8, dtype=int) if objective == "class-specific" else None
+    before = L2CAFExplainer(model=model, layer=layer, objective=objective).fit(X)
+    after = L2CAFExplainer(model=randomized(model), layer=layer, objective=objective).fit(X)
+    m0 = quiet(before.explain, X, targets).maps
+    m1 = quiet(after.explain, X, targets).maps
+    r = np.array([pearsonr(a.ravel(), b.ravel()).statistic for a, b in zip(m0, m1, strict=True)])
+    assert (r < 0.9).mean() >= 0.75, r
+    # Control: an untouched copy gives the same maps.
+    control = L2CAFExplainer(model=copy.deepcopy(model), layer=layer, objective=objective)
+    assert_allclose(quiet(control.fit(X).explain, X, targets).maps, m0, atol=1e-5)
