@@ -22,8 +22,7 @@ def resolve_device(model: torch.nn.Module, device: Any) -> torch.device:
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
             ) from exc
         if chosen.type == "cuda" and (
-            not torch.cuda.is_available()
-            or (chosen.index or 0) >= torch.cuda.device_count()
+            not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()
         ):
             raise ValueError(
                 f"device={device!r} is not available here (CUDA available: "

@@ -1,0 +1,93 @@
+"""Sphinx configuration for sklearn-caf.
+
+Builds offline: no intersphinx inventories, no theme option that fetches anything.
+Build with ``tox -e docs`` or ``sphinx-build -W -b html docs docs/_build/html``.
+"""
+
+from __future__ import annotations
+
+from docutils import nodes
+
+import sklearn_caf
+
+project = "sklearn-caf"
+author = "The sklearn-caf developers"
+copyright = "the sklearn-caf developers"
+release = sklearn_caf.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+]
+
+# -- autodoc / autosummary -----------------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = False
+# Type hints are in the numpydoc "Parameters" sections already.
+autodoc_typehints = "none"
+
+# -- numpydoc --------------------------------------------------------------------------------
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+# One check only, the one that catches docs gone stale: a parameter documented that the
+# signature no longer has. (Protocol methods and scikit-learn overrides leave some
+# parameters undocumented on purpose, so "PR01" would be noise.)
+numpydoc_validation_checks = {"PR02"}
+numpydoc_validation_exclude = {
+    r"\.__\w+__$",  # dunder methods
+    r"\._\w+$",  # private helpers
+}
+
+# -- general ---------------------------------------------------------------------------------
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+default_role = "py:obj"
+nitpicky = False
+pygments_style = "sphinx"
+
+# -- HTML ------------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"sklearn-caf {release}"
+html_static_path: list[str] = []
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "navbar_align": "left",
+}
+html_show_sourcelink = False
+# MathJax is loaded by the reader's browser; the build itself needs no network.
+
+
+# -- scikit-learn's own docstrings ------------------------------------------------------------
+# The estimators' pages show the methods they inherit from scikit-learn (get_params,
+# set_output, set_transform_request...), whose docstrings refer to labels of scikit-learn's
+# documentation. Point those at scikit-learn's site instead of warning (a plain link: nothing
+# is fetched at build time).
+_SKLEARN = "https://scikit-learn.org/stable/"
+_SKLEARN_REFS = {
+    ("ref", "metadata_routing"): "metadata_routing.html",
+    ("ref", "df_output_transform"): "auto_examples/miscellaneous/plot_set_output.html",
+    (
+        "ref",
+        "sphx_glr_auto_examples_miscellaneous_plot_set_output.py",
+    ): "auto_examples/miscellaneous/plot_set_output.html",
+    ("term", "meta-estimator"): "glossary.html#term-meta-estimator",
+    ("term", "meta-estimators"): "glossary.html#term-meta-estimators",
+}
+
+
+def _sklearn_reference(app, env, node, contnode):
+    if node.get("refdomain") != "std":
+        return None
+    page = _SKLEARN_REFS.get((node.get("reftype"), node.get("reftarget", "").lower()))
+    if page is None:
+        return None
+    text = contnode.astext() if contnode is not None else node["reftarget"]
+    return nodes.reference(text, text, internal=False, refuri=_SKLEARN + page)
+
+
+def setup(app):
+    app.connect("missing-reference", _sklearn_reference)
