@@ -25,7 +25,10 @@ import numpy as np
 __all__ = ["main"]
 
 _PROG = "sklearn-caf"
-_DEMO_HINT = 'pip install "sklearn-caf[demo]"'
+_DEMO_HINT = (
+    'pip install "sklearn-caf[demo]" (in a checkout: '
+    'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch)'
+)
 
 #: Columns of ``results.csv``, in order.
 RESULT_COLUMNS = (

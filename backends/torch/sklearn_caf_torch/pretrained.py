@@ -40,7 +40,10 @@ EFFICIENTNET_LITE0_PREACTIVATION_LAYER = "_bn1"
 #: The input size EfficientNet-Lite0 was trained at.
 EFFICIENTNET_LITE0_SIZE = 224
 
-_INSTALL_HINT = 'pip install "sklearn-caf[demo]"'
+_INSTALL_HINT = (
+    'pip install "sklearn-caf[demo]" (in a checkout: '
+    'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch)'
+)
 
 
 def _import_efficientnet() -> tuple[Any, str]:
