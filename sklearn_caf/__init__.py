@@ -6,14 +6,19 @@ The core never imports a deep-learning framework: backends (``sklearn-caf-torch`
 """
 
 from ._base import Explanation
+from ._brnpa import BRNPAParts, BRNPAPooling
 from ._gradcam import GradCAMExplainer
 from ._l2caf import L2CAFExplainer
 from .boxes import HeatmapBoxes
+from .features import FeatureMapExtractor
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BRNPAParts",
+    "BRNPAPooling",
     "Explanation",
+    "FeatureMapExtractor",
     "GradCAMExplainer",
     "HeatmapBoxes",
     "L2CAFExplainer",

@@ -3,10 +3,17 @@
 The loop touches the host only at convergence checks (every ``check_every`` iterations):
 there it reads the rows' losses, stores the rows that converged and drops them from the
 batch, so later iterations spend nothing on finished rows.
+
+One iteration (loss, gradient, moment updates, parameter update) is :class:`AdamStep`, a
+function of tensors only: the loss is a pure function of the parameters and the problem's
+explicit tensor arguments, so a backend can compile the whole step once
+(``BoundModel.compile``, e.g. ``tf.function``) and reuse it for every batch and after rows
+are dropped, instead of retracing a closure per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,13 +21,18 @@ import numpy as np
 
 
 class RowProblem(Protocol):
-    """Independent per-row objectives over a parameter tensor of shape (m, ...)."""
+    """Independent per-row objectives over a parameter tensor of shape (m, ...).
 
-    def loss(self, params: Any) -> Any:
-        """Per-row losses, shape (m,)."""
+    ``loss_fn(params, *args)`` gives the per-row losses, shape (m,); it is the same
+    function object for every batch and every subset of rows (a backend may compile it),
+    and everything that changes with the rows is in ``args``.
+    """
+
+    loss_fn: Callable[..., Any]
+    args: tuple
 
     def take(self, rows: np.ndarray) -> RowProblem:
-        """The same problem restricted to ``rows``."""
+        """The same problem restricted to ``rows`` (``args`` restricted, same ``loss_fn``)."""
 
 
 @dataclass
@@ -42,6 +54,34 @@ class AdamSchedule:
         return self.learning_rate + (self.final_learning_rate - self.learning_rate) * frac
 
 
+class AdamStep:
+    """One Adam iteration on every row: ``(x, m1, m2, step_size, *args) -> (loss, x, m1, m2)``.
+
+    ``loss`` is the per-row loss at the parameters before the update. ``step_size`` is the
+    bias-corrected learning rate of this iteration, a Python float. The math is written
+    once here, against the bound model's tensor ops; a backend compiles the whole step
+    through ``bound.compile`` (one trace serves every batch and subset of rows).
+    """
+
+    def __init__(self, bound: Any, loss_fn: Callable[..., Any], schedule: AdamSchedule):
+        self.bound, self.loss_fn = bound, loss_fn
+        self.beta1, self.beta2, self.eps = schedule.beta1, schedule.beta2, schedule.eps
+
+    def __call__(self, x: Any, m1: Any, m2: Any, step_size: Any, *args: Any) -> tuple:
+        bound, b1, b2 = self.bound, self.beta1, self.beta2
+        loss, grad = bound.value_and_grad(lambda p: self.loss_fn(p, *args), x)
+        m1 = m1 * b1 + grad * (1 - b1)
+        m2 = m2 * b2 + (grad * grad) * (1 - b2)
+        x = x - (m1 / (bound.sqrt(m2) + self.eps)) * step_size
+        return loss, x, m1, m2
+
+
+def compiled(bound: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``bound.compile(fn)`` where the backend offers it (optional), else ``fn`` itself."""
+    compile_ = getattr(bound, "compile", None)
+    return fn if compile_ is None else compile_(fn)
+
+
 @dataclass
 class RowsResult:
     params: np.ndarray  # (m, ...) on the host
@@ -57,8 +97,21 @@ def _changed_little(loss: np.ndarray, previous: np.ndarray, tol: float) -> np.nd
     return np.abs(loss - previous) <= tol * np.maximum(1.0, np.abs(previous))
 
 
-def minimize_rows(bound: Any, problem: RowProblem, x0: Any, schedule: AdamSchedule) -> RowsResult:
-    """Minimize each row of ``problem`` from ``x0`` (a tensor on ``bound``'s device)."""
+def minimize_rows(
+    bound: Any,
+    problem: RowProblem,
+    x0: Any,
+    schedule: AdamSchedule,
+    step: Callable[..., Any] | None = None,
+) -> RowsResult:
+    """Minimize each row of ``problem`` from ``x0`` (a tensor on ``bound``'s device).
+
+    ``step`` is an :class:`AdamStep` of ``problem.loss_fn``, possibly compiled; callers
+    that explain many batches pass the same one every time (so it is traced once). By
+    default one is made and compiled here.
+    """
+    if step is None:
+        step = compiled(bound, AdamStep(bound, problem.loss_fn, schedule))
     m = int(x0.shape[0])
     out_params = np.empty((m, *tuple(x0.shape[1:])), dtype=np.float32)
     out_loss = np.full(m, np.nan)
@@ -70,11 +123,8 @@ def minimize_rows(bound: Any, problem: RowProblem, x0: Any, schedule: AdamSchedu
     b1, b2 = schedule.beta1, schedule.beta2
     previous = None
     for t in range(1, schedule.max_iter + 1):
-        loss, grad = bound.value_and_grad(problem.loss, x)
-        m1 = m1 * b1 + grad * (1 - b1)
-        m2 = m2 * b2 + (grad * grad) * (1 - b2)
-        step = float(schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t))
-        x = x - (m1 / (bound.sqrt(m2) + schedule.eps)) * step
+        step_size = float(schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t))
+        loss, x, m1, m2 = step(x, m1, m2, step_size, *problem.args)
 
         last = t == schedule.max_iter
         if not (t == 1 or last or (t - 1) % schedule.check_every == 0):

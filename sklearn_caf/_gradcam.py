@@ -7,7 +7,32 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
+from ._adam import compiled
 from ._base import BaseExplainer, _spatial_axes
+
+
+class _WeightedCAM:
+    """Grad-CAM's maps as a pure function of tensors, ``(a, context, weights) -> maps``.
+
+    The score is ``sum_j weights_j y_j`` (a one-hot row for a class, ones for an
+    embedding). One object per explainer configuration, so that a backend compiles it
+    once (``BoundModel.compile``) for every batch.
+    """
+
+    def __init__(self, bound: Any, activation: str):
+        self.bound, self.activation = bound, activation
+
+    def __call__(self, a: Any, context: tuple, weights: Any) -> Any:
+        bound = self.bound
+
+        def score(features):
+            return bound.sum(bound.head(features, context) * weights, axis=1)
+
+        _, grad = bound.value_and_grad(score, a)
+        axes = _spatial_axes(len(a.shape), bound.channel_axis)
+        alpha = bound.mean(grad, axis=axes, keepdims=True)
+        cam = bound.sum(alpha * a, axis=bound.channel_axis)
+        return bound.relu(cam) if self.activation == "relu" else bound.abs(cam)
 
 
 class GradCAMExplainer(BaseExplainer):
@@ -100,6 +125,16 @@ class GradCAMExplainer(BaseExplainer):
     def _whole_output_reason(self) -> str:
         return "objective='embedding'"
 
+    def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
+        self._cam_cache = {}  # compiled functions belong to the previous bound model
+
+    def _cam(self, bound: Any) -> Any:
+        cache = self.__dict__.setdefault("_cam_cache", {})
+        key = (id(bound), self.activation)
+        if key not in cache:
+            cache[key] = compiled(bound, _WeightedCAM(bound, self.activation))
+        return cache[key]
+
     def _explain_batch(self, bound, x, a, context, out, targets, rng):
         n = int(a.shape[0])
         k = 1 if targets is None else targets.shape[1]
@@ -107,17 +142,10 @@ class GradCAMExplainer(BaseExplainer):
         a_rows = bound.take(a, rows) if k > 1 else a
         ctx = tuple(bound.take(c, rows) for c in context) if k > 1 else context
 
-        if targets is not None:
-            one_hot = bound.asarray(np.eye(self.n_outputs_, dtype=np.float32)[targets.reshape(-1)])
-
-        def score(features):
-            y = bound.head(features, ctx)
-            return bound.sum(y if targets is None else y * one_hot, axis=1)
-
-        _, grad = bound.value_and_grad(score, a_rows)
-        axes = _spatial_axes(len(a.shape), bound.channel_axis)
-        weights = bound.mean(grad, axis=axes, keepdims=True)
-        cam = bound.sum(weights * a_rows, axis=bound.channel_axis)
-        cam = bound.relu(cam) if self.activation == "relu" else bound.abs(cam)
+        if targets is None:
+            weights = np.ones((1, self.n_outputs_), dtype=np.float32)
+        else:
+            weights = np.eye(self.n_outputs_, dtype=np.float32)[targets.reshape(-1)]
+        cam = self._cam(bound)(a_rows, tuple(ctx), bound.asarray(weights))
         maps = bound.to_numpy(cam)
         return maps.reshape(n, k, *maps.shape[1:]), None

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _sphere
-from ._adam import AdamSchedule, minimize_rows
+from ._adam import AdamSchedule, AdamStep, compiled, minimize_rows
 from ._base import BaseExplainer, _spatial_axes
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
@@ -38,11 +38,55 @@ def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
+class _FilterLoss:
+    """The per-row L2-CAF loss as a pure function of explicit tensors.
+
+    ``loss(f, features, context, target)``: ``features`` are the layer's feature maps
+    (fast variant) or the images (vanilla), ``target`` the unfiltered outputs
+    (class-oblivious) or the class weights ``1 - 2 [j == c]`` (class-specific). One object
+    per explainer configuration, so that a backend compiles it once for all batches.
+    """
+
+    def __init__(self, bound: Any, objective: str, vanilla: bool):
+        self.bound, self.objective, self.vanilla = bound, objective, vanilla
+
+    def outputs(self, f: Any, features: Any, context: tuple) -> Any:
+        bound = self.bound
+        if self.vanilla:  # the whole network, every iteration
+            a, context = bound.trunk(features)
+        else:
+            a = features
+        axes = tuple(range(1, len(f.shape)))
+        unit = f / bound.sqrt(bound.sum(f * f, axis=axes, keepdims=True))
+        return bound.head(a * bound.expand_dims(unit, bound.channel_axis), context)
+
+    def __call__(self, f: Any, features: Any, context: tuple, target: Any) -> Any:
+        out = self.outputs(f, features, context)
+        bound = self.bound
+        if self.objective == "class-oblivious":
+            diff = out - target
+            return bound.mean(diff * diff, axis=1)
+        # Eq. 2, sum_{j != c} z_j - z_c, as one weighted sum: weights 1 - 2 [j == c].
+        return bound.sum(out * target, axis=1)
+
+
 class _FilterProblem:
-    """The L2-CAF losses of a batch of filters, one per row (image, target)."""
+    """The L2-CAF losses of a batch of filters, one per row (image, target).
+
+    ``data`` holds ``"x"`` (vanilla) or ``"a"`` and ``"context"`` (fast), and
+    ``"reference"`` (class-oblivious) or ``"weights"`` (class-specific).
+    """
 
     def __init__(self, explainer: L2CAFExplainer, bound: Any, rows: np.ndarray, data: dict):
         self.ex, self.bound, self.rows, self.data = explainer, bound, rows, data
+        self.loss_fn = explainer._filter_loss(bound, vanilla="x" in data)
+
+    @property
+    def args(self) -> tuple:
+        data = self.data
+        features = data["x"] if "x" in data else data["a"]
+        target = data.get("reference", data.get("weights"))
+        return features, tuple(data.get("context", ())), target
 
     def take(self, keep: np.ndarray) -> _FilterProblem:
         bound = self.bound
@@ -59,23 +103,11 @@ class _FilterProblem:
         return _FilterProblem(self.ex, bound, self.rows[keep], data)
 
     def outputs(self, f: Any) -> Any:
-        bound, data = self.bound, self.data
-        if "x" in data:  # vanilla: the whole network, every iteration
-            a, context = bound.trunk(data["x"])
-        else:
-            a, context = data["a"], data["context"]
-        axes = tuple(range(1, len(f.shape)))
-        unit = f / bound.sqrt(bound.sum(f * f, axis=axes, keepdims=True))
-        return bound.head(a * bound.expand_dims(unit, bound.channel_axis), context)
+        features, context, _ = self.args
+        return self.loss_fn.outputs(f, features, context)
 
     def loss(self, f: Any) -> Any:
-        out = self.outputs(f)
-        bound = self.bound
-        if self.ex.objective == "class-oblivious":
-            diff = out - self.data["reference"]
-            return bound.mean(diff * diff, axis=1)
-        # Eq. 2, sum_{j != c} z_j - z_c, as one weighted sum: weights 1 - 2 [j == c].
-        return bound.sum(out * self.data["weights"], axis=1)
+        return self.loss_fn(f, *self.args)
 
 
 class L2CAFExplainer(BaseExplainer):
@@ -240,7 +272,26 @@ class L2CAFExplainer(BaseExplainer):
     def _signed_maps(self) -> bool:
         return True
 
+    def _schedule(self) -> AdamSchedule:
+        return AdamSchedule(
+            self.learning_rate, self.final_learning_rate, self.max_iter, self.tol, self.check_every
+        )
+
+    def _filter_loss(self, bound: Any, vanilla: bool) -> _FilterLoss:
+        return self._solver_parts(bound, vanilla)[0]
+
+    def _solver_parts(self, bound: Any, vanilla: bool) -> tuple[_FilterLoss, Any]:
+        """The loss and the (compiled) Adam step, made once per configuration and bound
+        model: a backend that compiles (``tf.function``) traces them once, not per batch."""
+        cache = self.__dict__.setdefault("_solver_cache", {})
+        key = (id(bound), self.objective, vanilla)
+        if key not in cache:
+            loss = _FilterLoss(bound, self.objective, vanilla)
+            cache[key] = (loss, compiled(bound, AdamStep(bound, loss, self._schedule())))
+        return cache[key]
+
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
+        self._solver_cache = {}  # compiled steps belong to the previous bound model
         spatial = _filter_shape(bound, a)
         self.filter_shape_ = spatial
         if isinstance(self.init, np.ndarray) and self.init.shape != spatial:
@@ -332,15 +383,10 @@ class L2CAFExplainer(BaseExplainer):
                     1 - 2 * _one_hot(targets.reshape(-1)[todo], self.n_outputs_)
                 )
             problem = _FilterProblem(self, bound, todo, data)
-            schedule = AdamSchedule(
-                self.learning_rate,
-                self.final_learning_rate,
-                self.max_iter,
-                self.tol,
-                self.check_every,
-            )
+            schedule = self._schedule()
+            _, step = self._solver_parts(bound, vanilla=self.variant == "vanilla")
             f0 = bound.asarray(self._initial_filters(todo.size, spatial, rng))
-            result = minimize_rows(bound, problem, f0, schedule)
+            result = minimize_rows(bound, problem, f0, schedule, step=step)
             filters[todo] = result.params
             n_iter[todo] = result.n_iter
             if not result.converged.all():

@@ -98,6 +98,12 @@ class BoundModel(Protocol):
     def value_and_grad(self, fn: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:
         """``fn(x)`` (per-sample values, shape (n,)) and the gradient of their sum wrt ``x``."""
 
+    # Optional: ``compile(fn)``. ``fn`` is a pure function of tensors (and Python floats)
+    # that the core calls many times with the same structure: L2-CAF's whole Adam step,
+    # Grad-CAM's map. The backend returns a callable computing the same, compiled where it
+    # can (``tf.function``: traced once, not per batch size). The core caches the compiled
+    # function per explainer and bound model. A backend without it runs ``fn`` as is.
+
     # Tensor ops the core's math is written with (NumPy semantics, ``axis`` keywords).
     def take(self, x: Any, rows: np.ndarray) -> Any:
         """Rows ``rows`` (an integer NumPy array) of ``x`` along axis 0."""

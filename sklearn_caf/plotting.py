@@ -14,7 +14,14 @@ import numpy as np
 
 from ._heatmaps import resize_maps
 
-__all__ = ["apply_colormap", "draw_box", "image_grid", "overlay_heatmap"]
+__all__ = [
+    "apply_colormap",
+    "draw_box",
+    "image_grid",
+    "overlay_heatmap",
+    "overlay_part_maps",
+    "part_map_rgb",
+]
 
 
 def _jet(values: np.ndarray) -> np.ndarray:
@@ -282,3 +289,104 @@ def image_grid(
             text += "..."
         draw.text((left, top), text, fill=(0, 0, 0), font=font)
     return np.asarray(pil).copy()
+
+
+def part_map_rgb(maps: np.ndarray, feature_norms: np.ndarray | None = None) -> np.ndarray:
+    """BR-NPA's picture of ranked parts: part 1 in red, part 2 in green, part 3 in blue.
+
+    Each part's map is scaled to a peak of 1 and multiplied by the feature norm scaled to a
+    peak of 1, so that salient positions are bright and parts resting on weak features
+    (which matter little to the decision) stay dark, as in the paper's figures.
+
+    Parameters
+    ----------
+    maps : array-like of shape (n_parts, h, w), n_parts <= 3
+        One image's attention maps, part 1 first (``BRNPAPooling.explain(X).maps[i]``).
+    feature_norms : array-like of shape (h, w), default=None
+        The feature norms (``BRNPAParts.feature_norms[i]``). ``None``: no brightness
+        weighting.
+
+    Returns
+    -------
+    rgb : ndarray of shape (h, w, 3), float64
+        Colours in [0, 1]; channels of missing parts are 0.
+
+    See Also
+    --------
+    overlay_part_maps : The same colours blended on the photo.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_caf.plotting import part_map_rgb
+    >>> maps = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])   # 2 parts on a 1x2 map
+    >>> part_map_rgb(maps, feature_norms=np.array([[4.0, 2.0]]))
+    array([[[1. , 0. , 0. ],
+            [0. , 0.5, 0. ]]])
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or not 1 <= maps.shape[0] <= 3:
+        raise ValueError(
+            f"maps must be 1 to 3 part maps of shape (n_parts, height, width); got shape "
+            f"{maps.shape}."
+        )
+    if not np.isfinite(maps).all() or (maps < 0).any():
+        raise ValueError("maps must hold finite, non-negative weights.")
+    peaks = maps.max(axis=(1, 2), keepdims=True)
+    scaled = np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0)
+    if feature_norms is not None:
+        norms = np.asarray(feature_norms, dtype=np.float64)
+        if norms.shape != maps.shape[1:]:
+            raise ValueError(
+                f"feature_norms must have the maps' spatial shape {maps.shape[1:]}; got "
+                f"{norms.shape}."
+            )
+        peak = norms.max()
+        scaled = scaled * (norms / peak if peak > 0 else 0.0)
+    rgb = np.zeros((*maps.shape[1:], 3))
+    rgb[..., : maps.shape[0]] = np.moveaxis(scaled, 0, -1)
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def overlay_part_maps(
+    image: np.ndarray,
+    maps: np.ndarray,
+    feature_norms: np.ndarray | None = None,
+    *,
+    alpha: float = 0.7,
+) -> np.ndarray:
+    """Blend BR-NPA's RGB part map (:func:`part_map_rgb`) onto an image.
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width, 3) or (height, width), uint8
+        The photo.
+    maps : array-like of shape (n_parts, h, w), n_parts <= 3
+        One image's attention maps, part 1 first; resized bilinearly to the image.
+    feature_norms : array-like of shape (h, w), default=None
+        The feature norms that set the brightness.
+    alpha : float in [0, 1], default=0.7
+        Weight of the part colours: 0 returns the image, 1 the colours alone (on black).
+
+    Returns
+    -------
+    overlay : ndarray of shape (height, width, 3), uint8
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_caf.plotting import overlay_part_maps
+    >>> image = np.full((4, 4, 3), 100, dtype=np.uint8)
+    >>> maps = np.zeros((3, 2, 2))
+    >>> maps[0, 0, 0] = maps[1, 1, 1] = maps[2, 0, 1] = 1.0
+    >>> overlay_part_maps(image, maps, alpha=1.0)[0, 0]
+    array([255,   0,   0], dtype=uint8)
+    """
+    image = _check_image(image)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}.")
+    rgb = part_map_rgb(maps, feature_norms)
+    if rgb.shape[:2] != image.shape[:2]:
+        rgb = np.moveaxis(resize_maps(np.moveaxis(rgb, -1, 0), image.shape[:2]), 0, -1)
+    blended = (1.0 - alpha) * image + alpha * 255.0 * np.clip(rgb, 0.0, 1.0)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -253,6 +253,26 @@ def _check_value_and_grad(
         t = t.astype(np.float64)
         return (t * t * w_np).sum(axis=(1, 2, 3)) + np.sqrt(t * t + 1).sum(axis=(1, 2, 3))
 
+    compile_ = getattr(bound, "compile", None)
+    if compile_ is not None:  # optional: a compiled function computes the same
+        step = check.call(
+            "compile(fn)", compile_, lambda t, k: bound.value_and_grad(smooth, t * k)
+        )
+        for rows in (3, 2):
+            v, g = check.call("compile(fn)(x)", step, bound.take(z, np.arange(rows)), 1.0)
+            check.close(
+                check.numpy(bound, v, "compiled value"),
+                smooth_np(z_np[:rows]),
+                "compile(value_and_grad)'s value vs fn(x)",
+                rtol=1e-4,
+            )
+            zz = z_np[:rows].astype(np.float64)
+            check.close(
+                check.numpy(bound, g, "compiled grad"),
+                2 * w_np * zz + zz / np.sqrt(zz * zz + 1),
+                "compile(value_and_grad)'s gradient",
+                rtol=1e-4,
+            )
     result = check.call("value_and_grad(fn, x)", bound.value_and_grad, smooth, z)
     check.require(
         isinstance(result, tuple) and len(result) == 2,
@@ -525,7 +545,9 @@ def check_backend(
       rows selected with ``take`` equals those rows of the output; a filter of ones
       multiplied on ``channel_axis`` leaves the output unchanged;
     - ``value_and_grad`` matches the analytic gradient and finite differences of a smooth
-      function of the protocol's ops, and finite differences through ``head``;
+      function of the protocol's ops, and finite differences through ``head``; where the
+      bound model has the optional ``compile(fn)``, the compiled function gives the same
+      values and gradients, for two batch sizes and a Python float argument;
     - ``take``, ``sum``, ``mean`` (int, negative and tuple axes, ``keepdims``), ``sqrt``,
       ``abs``, ``relu``, ``expand_dims``, ``zeros_like`` and ``+ - * /`` agree with NumPy;
     - ``to_numpy(asarray(x))`` round-trips float32 exactly, and ``asarray`` casts float64,

@@ -1,4 +1,4 @@
-"""Shared test configuration: Hypothesis profile and small, real PyTorch models.
+"""Shared test configuration: Hypothesis profile, small real models, and backend kits.
 
 Every model here is deterministic (weights drawn under ``torch.manual_seed``), tiny (a
 few channels, images of 8x8 to 16x16) and built from named children, so layers are
@@ -7,10 +7,20 @@ modules import the factories (``from conftest import tiny_cnn, images``) to buil
 inside Hypothesis tests, or use the fixtures at the end.
 torch is optional: without it the model factories are simply not defined, and the test
 modules that need them skip themselves with ``pytest.importorskip("torch")``.
+
+Backend-dependent tests take the session fixture ``kit`` (parametrized over "torch" and
+"tensorflow"; a framework that is not installed is skipped with the reason). The torch
+models above are the references: ``kit.model(net)`` is ``net`` itself on torch and its
+Keras twin (same architecture, same weights, NHWC) on TensorFlow, ``kit.x(X)`` puts NCHW
+images in the backend's layout and ``kit.layer("block1.out")`` spells a layer path the
+backend's way. Maps and heatmaps come out (n, k, h, w) from every backend, so the
+expected values computed from the torch model hold for both.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections import OrderedDict
 
@@ -171,3 +181,177 @@ if torch is not None:
     @pytest.fixture
     def resnet():
         return tiny_resnet()
+
+
+# -- Backend kits: the same tests on every installed backend ----------------------------------
+BACKENDS = ["torch", "tensorflow"]
+
+
+def import_tensorflow():
+    """TensorFlow and Keras 3 (after torch: the reverse order crashes in one process)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    if not keras.__version__.startswith("3"):
+        pytest.skip(
+            f"the TensorFlow backend needs Keras 3; keras {keras.__version__} is installed"
+        )
+    try:  # tiny models: intra-op threads only contend with pytest-xdist's workers
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already ran something in this process
+        pass
+    return tf, keras
+
+
+def keras_twin(net):
+    """A Keras 3 copy of a torch model of this file: same layer names, same weights, NHWC.
+
+    nn.Sequential becomes a Functional model (nested Sequentials: nested Functional models
+    of the same name); TinyResNet's blocks become nested Functional models, so
+    ``"block1.conv2"`` is ``"block1/conv2"`` there.
+    """
+    _, keras = import_tensorflow()
+    L = keras.layers
+    channels = _in_channels(net)
+
+    def conv(m, name):
+        layer = L.Conv2D(m.out_channels, m.kernel_size, padding="same", name=name)
+        layer.build((None, None, None, m.in_channels))
+        w = m.weight.detach().numpy().transpose(2, 3, 1, 0)  # (out,in,kh,kw) -> (kh,kw,in,out)
+        layer.set_weights([w, m.bias.detach().numpy()])
+        return layer
+
+    def dense(m, name):
+        layer = L.Dense(m.out_features, use_bias=m.bias is not None, name=name)
+        layer.build((None, m.in_features))
+        weights = [m.weight.detach().numpy().T]
+        if m.bias is not None:
+            weights.append(m.bias.detach().numpy())
+        layer.set_weights(weights)
+        return layer
+
+    def apply(m, name, h):
+        if isinstance(m, nn.Conv2d):
+            return conv(m, name)(h)
+        if isinstance(m, nn.Linear):
+            return dense(m, name)(h)
+        if isinstance(m, nn.ReLU):
+            return L.ReLU(name=name)(h)
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return L.GlobalAveragePooling2D(name=name)(h)
+        if isinstance(m, nn.AvgPool2d):
+            return L.AveragePooling2D(m.kernel_size, name=name)(h)
+        if isinstance(m, (nn.Flatten, nn.Identity)):  # GAP already gives (n, C)
+            return L.Identity(name=name)(h)
+        if isinstance(m, (nn.Sequential, ResidualBlock)):
+            return sub_model(m, name, h.shape[-1])(h)
+        if isinstance(m, TinyResNet):
+            return sub_model(m, name, h.shape[-1])(h)
+        raise TypeError(f"no Keras twin for {type(m).__name__}")
+
+    def body(m, h):
+        if isinstance(m, nn.Sequential):
+            for name, child in m.named_children():
+                h = apply(child, name, h)
+            return h
+        if isinstance(m, ResidualBlock):
+            y = apply(m.conv2, "conv2", apply(m.relu, "relu", apply(m.conv1, "conv1", h)))
+            return apply(m.out, "out", L.Add(name="add")([y, h]))
+        if isinstance(m, TinyResNet):
+            h = apply(m.block2, "block2", apply(m.block1, "block1", apply(m.stem, "stem", h)))
+            return apply(m.fc, "fc", apply(m.pool, "pool", h))
+        raise TypeError(f"no Keras twin for {type(m).__name__}")
+
+    def sub_model(m, name, c):
+        x = keras.Input((None, None, c))
+        return keras.Model(x, body(m, x), name=name)
+
+    x = keras.Input((None, None, channels), name="images")
+    return keras.Model(x, body(net, x), name="net")
+
+
+def _in_channels(net):
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+        if isinstance(m, nn.Linear):
+            return m.in_features  # linear_head: pre-extracted features (n, C, h, w)
+    raise TypeError("no input layer")
+
+
+class Kit:
+    """One backend's view of the shared torch test models (see the module docstring)."""
+
+    def __init__(self, name):
+        self.name = name
+        self._twins = {}
+        if name == "tensorflow":
+            self.tf, self.keras = import_tensorflow()
+            importlib.import_module("sklearn_caf_tensorflow")
+
+    def __repr__(self):
+        return self.name
+
+    def model(self, net):
+        if self.name == "torch":
+            return net
+        if id(net) not in self._twins:  # the net is kept alive with its twin
+            self._twins[id(net)] = (net, keras_twin(net))
+        return self._twins[id(net)][1]
+
+    def x(self, X):
+        return X if self.name == "torch" else np.ascontiguousarray(X.transpose(0, 2, 3, 1))
+
+    def shape(self, chw):
+        """A per-image (C, H, W) shape in the backend's layout."""
+        return tuple(chw) if self.name == "torch" else (*chw[1:], chw[0])
+
+    def layer(self, path):
+        return path if path is None or self.name == "torch" else path.replace(".", "/")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def kit(request):
+    if torch is None:
+        pytest.skip("the reference models are torch models; torch is not installed")
+    if request.param == "tensorflow":
+        import_tensorflow()
+        if importlib.util.find_spec("sklearn_caf_tensorflow") is None:
+            pytest.skip("sklearn-caf-tensorflow is not installed")
+    return Kit(request.param)
+
+
+class _Explainer:
+    """An explainer that takes NCHW images and converts them to its backend's layout."""
+
+    def __init__(self, explainer, kit):
+        self.explainer, self.kit = explainer, kit
+
+    def fit(self, X, *args, **kwargs):
+        self.explainer.fit(self.kit.x(X), *args, **kwargs)
+        return self
+
+    def explain(self, X, *args, **kwargs):
+        return self.explainer.explain(self.kit.x(X), *args, **kwargs)
+
+    def transform(self, X, *args, **kwargs):
+        return self.explainer.transform(self.kit.x(X), *args, **kwargs)
+
+    def fit_transform(self, X, *args, **kwargs):
+        return self.explainer.fit_transform(self.kit.x(X), *args, **kwargs)
+
+    def set_params(self, **params):
+        self.explainer.set_params(**params)
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.explainer, name)
+
+
+def make_explainer(kit, cls, **params):
+    """``cls(**params)`` on ``kit``'s backend: the torch ``model`` (or its twin) and
+    ``layer`` spelled the backend's way; it takes NCHW images like the torch model."""
+    params["model"] = kit.model(params["model"])
+    params["layer"] = kit.layer(params.get("layer"))
+    return _Explainer(cls(**params), kit)

@@ -1,5 +1,8 @@
-"""Grad-CAM (GradCAMExplainer) on real torch models: hand-computed values, Captum's
-LayerGradCam as an independent implementation, targets, shapes and sanity checks."""
+"""Grad-CAM (GradCAMExplainer) on real models: hand-computed values, Captum's
+LayerGradCam as an independent implementation (torch), targets, shapes and sanity checks.
+
+Every test that does not need Captum runs on each installed backend (the ``kit``
+fixture), on the torch reference models or their Keras twins (same weights)."""
 
 import copy
 from collections import OrderedDict
@@ -16,6 +19,7 @@ from conftest import (  # noqa: E402
     embedding_cnn,
     images,
     logits,
+    make_explainer,
     mlp_head_cnn,
     tiny_cnn,
     tiny_resnet,
@@ -25,6 +29,12 @@ from torch import nn  # noqa: E402
 from sklearn_caf import GradCAMExplainer  # noqa: E402
 
 F = torch.nn.functional
+
+
+def GradCAM(kit, **params):
+    """A GradCAMExplainer on ``kit``'s backend (it takes NCHW images; see conftest)."""
+    return make_explainer(kit, GradCAMExplainer, **params)
+
 
 # -- A hand-weighted model: every Grad-CAM quantity can be written down ----------------------
 CONV_W = np.array([[1.0, -1.0], [0.5, 2.0]])  # 1x1 conv, (out, in)
@@ -92,10 +102,10 @@ def minmax_resized(maps, size):
 
 
 @pytest.mark.parametrize("layer", ["conv", "relu"])
-def test_maps_equal_hand_computed_gradcam(layer):
+def test_maps_equal_hand_computed_gradcam(layer, kit):
     X = images(5, 8, channels=2, seed=1)
     targets = np.array([0, 1, 2, 2, 0])
-    e = GradCAMExplainer(model=hand_cnn(), layer=layer).fit(X).explain(X, targets=targets)
+    e = GradCAM(kit, model=hand_cnn(), layer=layer).fit(X).explain(X, targets=targets)
     expected = hand_gradcam(X, np.eye(3)[targets], layer)
     assert (expected > 0).any(axis=(1, 2)).all()  # the check is not 0 == 0
     assert e.maps.shape == (5, 1, 4, 4)
@@ -106,9 +116,9 @@ def test_maps_equal_hand_computed_gradcam(layer):
     assert e.n_iter is None
 
 
-def test_heatmaps_are_minmax_normalized_bilinear_resize():
+def test_heatmaps_are_minmax_normalized_bilinear_resize(kit):
     X = images(4, (8, 12), channels=2, seed=2)
-    e = GradCAMExplainer(model=hand_cnn(), layer="conv", top_k=3).fit(X).explain(X)
+    e = GradCAM(kit, model=hand_cnn(), layer="conv", top_k=3).fit(X).explain(X)
     assert e.heatmaps.shape == (4, 3, 8, 12)
     assert e.heatmaps.dtype == np.float32
     assert_allclose(e.heatmaps, minmax_resized(e.maps, (8, 12)), atol=1e-6)
@@ -121,24 +131,24 @@ def test_heatmaps_are_minmax_normalized_bilinear_resize():
 
 
 @pytest.mark.parametrize("layer", ["conv", "relu"])
-def test_gradcam_abs_equals_hand_computed(layer):
+def test_gradcam_abs_equals_hand_computed(layer, kit):
     X = images(5, 8, channels=2, seed=3)
     targets = np.array([1, 0, 2, 1, 2])
-    ex = GradCAMExplainer(model=hand_cnn(), layer=layer, activation="abs").fit(X)
+    ex = GradCAM(kit, model=hand_cnn(), layer=layer, activation="abs").fit(X)
     e = ex.explain(X, targets=targets)
     expected = hand_gradcam(X, np.eye(3)[targets], layer, activation=np.abs)
     assert_allclose(e.maps[:, 0], expected, rtol=1e-5, atol=1e-7)
     # abs keeps the negative regions that ReLU zeroes: the two differ somewhere.
-    relu = GradCAMExplainer(model=hand_cnn(), layer=layer).fit(X).explain(X, targets=targets)
+    relu = GradCAM(kit, model=hand_cnn(), layer=layer).fit(X).explain(X, targets=targets)
     assert not np.allclose(relu.maps, e.maps)
     assert_allclose(relu.maps, np.where(relu.maps > 0, e.maps, 0), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("activation", ["relu", "abs"])
-def test_embedding_gradcam_uses_the_gradient_of_the_summed_embedding(activation):
+def test_embedding_gradcam_uses_the_gradient_of_the_summed_embedding(activation, kit):
     X = images(4, 8, channels=2, seed=4)
-    ex = GradCAMExplainer(
-        model=hand_cnn(), layer="conv", objective="embedding", activation=activation
+    ex = GradCAM(
+        kit, model=hand_cnn(), layer="conv", objective="embedding", activation=activation
     ).fit(X)
     e = ex.explain(X)
     act = np.abs if activation == "abs" else np.maximum
@@ -149,9 +159,9 @@ def test_embedding_gradcam_uses_the_gradient_of_the_summed_embedding(activation)
     assert_allclose(ex.transform(X), minmax_resized(expected[:, None], (8, 8))[:, 0], atol=1e-5)
 
 
-def test_embedding_objective_rejects_targets():
+def test_embedding_objective_rejects_targets(kit):
     X = images(2, 8, channels=2)
-    ex = GradCAMExplainer(model=hand_cnn(), layer="conv", objective="embedding").fit(X)
+    ex = GradCAM(kit, model=hand_cnn(), layer="conv", objective="embedding").fit(X)
     with pytest.raises(ValueError, match="targets"):
         ex.explain(X, targets=[0, 1])
 
@@ -220,10 +230,10 @@ def test_embedding_matches_captum_on_the_summed_embedding():
 
 
 # -- Targets ---------------------------------------------------------------------------------
-def test_top_k_targets_are_the_top_predictions_in_order():
+def test_top_k_targets_are_the_top_predictions_in_order(kit):
     model = tiny_cnn(n_classes=7)
     X = images(6, 8, seed=8)
-    ex = GradCAMExplainer(model=model, layer="relu2", top_k=3).fit(X)
+    ex = GradCAM(kit, model=model, layer="relu2", top_k=3).fit(X)
     e = ex.explain(X)
     order = np.argsort(-logits(model, X), axis=1)[:, :3]
     assert_array_equal(e.targets, order)
@@ -235,7 +245,7 @@ def test_top_k_targets_are_the_top_predictions_in_order():
         assert_allclose(e.maps[:, j], single.maps[:, 0], rtol=1e-6, atol=1e-7)
 
 
-def test_given_targets_are_honoured():
+def test_given_targets_are_honoured(kit):
     # After tiny_cnn's last ReLU the head is GAP + fc, so Grad-CAM is CAM:
     # relu(sum_k W_ck A_k) / (h w), computed here from the model's own weights.
     model = tiny_cnn(n_classes=5)
@@ -247,7 +257,7 @@ def test_given_targets_are_honoured():
     def cam(t):
         return np.maximum(np.einsum("nk,nkhw->nhw", W[t], A), 0) / 64
 
-    ex = GradCAMExplainer(model=model, layer="relu2").fit(X)
+    ex = GradCAM(kit, model=model, layer="relu2").fit(X)
     flat = ex.explain(X, targets=np.array([3, 1, 0, 4]))
     assert_array_equal(flat.targets, [[3], [1], [0], [4]])
     assert_allclose(flat.maps[:, 0], cam([3, 1, 0, 4]), rtol=1e-5, atol=1e-7)
@@ -267,13 +277,13 @@ def test_given_targets_are_honoured():
 FITTED: dict = {}
 
 
-def fitted(layer, activation):
+def fitted(kit, layer, activation):
     """One explainer per (layer, activation): fitting traces the model, so reuse it."""
-    key = (layer, activation)
+    key = (kit.name, layer, activation)
     if key not in FITTED:
         X = images(1, 8)
-        FITTED[key] = GradCAMExplainer(
-            model=tiny_cnn(), layer=layer, activation=activation, batch_size=3
+        FITTED[key] = GradCAM(
+            kit, model=tiny_cnn(), layer=layer, activation=activation, batch_size=3
         ).fit(X)
     return FITTED[key]
 
@@ -288,9 +298,9 @@ def fitted(layer, activation):
     seed=st.integers(0, 2**16),
 )
 def test_heatmaps_are_float32_in_unit_interval_at_input_size(
-    layer, activation, n, h, w, top_k, seed
+    layer, activation, n, h, w, top_k, seed, kit
 ):
-    ex = fitted(layer, activation).set_params(top_k=top_k)
+    ex = fitted(kit, layer, activation).set_params(top_k=top_k)
     X = images(n, (h, w), seed=seed)
     e = ex.explain(X)
     assert e.heatmaps.shape == (n, top_k, h, w)
@@ -305,8 +315,8 @@ def test_heatmaps_are_float32_in_unit_interval_at_input_size(
 
 
 @given(n=st.integers(2, 6), batch_size=st.integers(1, 4), seed=st.integers(0, 2**16))
-def test_batched_equals_one_by_one(n, batch_size, seed):
-    ex = fitted("conv2", "relu").set_params(batch_size=batch_size, top_k=2)
+def test_batched_equals_one_by_one(n, batch_size, seed, kit):
+    ex = fitted(kit, "conv2", "relu").set_params(batch_size=batch_size, top_k=2)
     X = images(n, 8, seed=seed)
     e = ex.explain(X)
     for i in range(n):
@@ -316,13 +326,13 @@ def test_batched_equals_one_by_one(n, batch_size, seed):
         assert_allclose(single.heatmaps, e.heatmaps[i : i + 1], atol=1e-5)
 
 
-def test_explain_images_of_another_size_than_fit():
+def test_explain_images_of_another_size_than_fit(kit):
     model = tiny_cnn()
-    ex = GradCAMExplainer(model=model, layer="conv2").fit(images(2, 8))
+    ex = GradCAM(kit, model=model, layer="conv2").fit(images(2, 8))
     large = images(2, (12, 10), seed=11)
     e = ex.explain(large)
     assert e.heatmaps.shape == (2, 1, 12, 10)
-    fresh = GradCAMExplainer(model=model, layer="conv2").fit(large).explain(large)
+    fresh = GradCAM(kit, model=model, layer="conv2").fit(large).explain(large)
     assert_allclose(e.maps, fresh.maps, rtol=1e-6)
 
 
@@ -336,18 +346,18 @@ def randomized_head(model, name="fc", seed=123):
 
 
 @pytest.mark.parametrize("layer", ["conv2", "relu2"])
-def test_randomizing_the_head_changes_the_maps(layer):
+def test_randomizing_the_head_changes_the_maps(layer, kit):
     model = tiny_cnn(n_classes=5)
     X = images(8, 8, seed=10)
     targets = np.zeros(8, dtype=int)
-    before = GradCAMExplainer(model=model, layer=layer).fit(X).explain(X, targets).maps
+    before = GradCAM(kit, model=model, layer=layer).fit(X).explain(X, targets).maps
     random = randomized_head(model)
-    after = GradCAMExplainer(model=random, layer=layer).fit(X).explain(X, targets).maps
+    after = GradCAM(kit, model=random, layer=layer).fit(X).explain(X, targets).maps
     rho = np.array(
         [spearmanr(b.ravel(), a.ravel()).statistic for b, a in zip(before, after, strict=True)]
     )
     rho = np.nan_to_num(rho, nan=0.0)  # a constant (all-zero) map correlates with nothing
     assert (rho < 0.9).mean() >= 0.75, rho
     # Control: an identical copy gives identical maps.
-    same = GradCAMExplainer(model=copy.deepcopy(model), layer=layer).fit(X)
+    same = GradCAM(kit, model=copy.deepcopy(model), layer=layer).fit(X)
     assert_allclose(same.explain(X, targets).maps, before, rtol=1e-6)

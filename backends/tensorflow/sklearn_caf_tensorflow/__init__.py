@@ -1,0 +1,64 @@
+"""TensorFlow/Keras 3 backend for sklearn-caf.
+
+Importing this package does not import TensorFlow: the registry reads
+:attr:`TensorflowBackend.framework` to decide whether a model could be a Keras model at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["TensorflowBackend"]
+
+
+class TensorflowBackend:
+    """Runs sklearn-caf's methods on Keras 3 models (TensorFlow backend of Keras).
+
+    The model is split at a layer by walking its functional graph: the trunk (input ->
+    layer) runs once per batch, the head (layer -> output) as often as a method needs.
+    Functional and Sequential models are split anywhere, also inside nested models
+    (``layer="backbone/conv5_block3_out"``); subclassed models at any layer called once
+    per forward pass (the head then reruns the model with the layer's output replaced).
+    Gradients come from ``tf.GradientTape``; feature maps are NHWC.
+
+    Parameters
+    ----------
+    tf_function : bool, default=True
+        Compile the trunk, the head and L2-CAF's whole Adam step with ``tf.function``
+        (traced once per explainer and reused for every batch). ``False`` runs eagerly,
+        which is slower but easier to debug.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from sklearn_caf.backend import get_backend
+    >>> get_backend(keras.Sequential([keras.layers.Dense(2)])).name
+    'tensorflow'
+    """
+
+    name = "tensorflow"
+    framework = "tensorflow"
+
+    def __init__(self, tf_function: bool = True):
+        self.tf_function = tf_function
+
+    def accepts(self, model: Any) -> bool:
+        """True for Keras 3 models running on TensorFlow (only checked once it is imported)."""
+        keras = sys.modules.get("keras")
+        if keras is None or not isinstance(model, getattr(keras, "Model", ())):
+            return False
+        return keras.backend.backend() == "tensorflow"
+
+    def bind(self, model: Any, *, layer: str | None, output: Any = None, device: Any = "auto"):
+        """Split ``model`` at ``layer``; see :class:`sklearn_caf.backend.Backend`."""
+        from ._bound import TensorflowBoundModel
+
+        return TensorflowBoundModel(
+            model, layer=layer, output=output, device=device, tf_function=self.tf_function
+        )
+
+    def __repr__(self) -> str:
+        return (
+            "TensorflowBackend()" if self.tf_function else "TensorflowBackend(tf_function=False)"
+        )

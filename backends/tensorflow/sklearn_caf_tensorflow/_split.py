@@ -1,0 +1,259 @@
+"""Splitting a Keras 3 model at one layer into a trunk and a head, by walking its graph.
+
+A model is flattened into a straight list of operations on numbered values: the nodes of a
+Functional model's graph in topological order, the layers of a Sequential model in turn,
+and, where the layer path goes through a nested model (``"backbone/conv5_block3_out"``),
+that model's own operations inline. The split then only selects operations: nothing is
+copied and no Keras model is created, so nothing registers itself in the user's model.
+tf-keras-vis and Xplique build a ``keras.Model`` from an inner model's tensors instead,
+which fails with "Graph disconnected" for nested models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+SEP = "/"
+
+
+def _is_functional(model: Any) -> bool:
+    return hasattr(model, "_nodes_by_depth") and hasattr(model, "_outputs_struct")
+
+
+def _is_sequential(model: Any) -> bool:
+    return isinstance(model, keras.Sequential)
+
+
+def _single_positional(values: list) -> tuple[tuple, dict]:
+    return (values[0],), {}
+
+
+class Op:
+    """One call of a Keras operation: reads ``in_keys``, writes ``out_keys``."""
+
+    __slots__ = ("fill", "in_keys", "operation", "out_keys", "whole")
+
+    def __init__(
+        self, operation: Any, fill: Callable, in_keys: list, out_keys: list, whole: bool = False
+    ):
+        self.operation, self.fill, self.in_keys, self.out_keys = (
+            operation,
+            fill,
+            in_keys,
+            out_keys,
+        )
+        self.whole = whole  # one value holding the whole (possibly nested) output
+
+    def run(self, env: dict) -> None:
+        args, kwargs = self.fill([env[k] for k in self.in_keys])
+        if "training" in getattr(self.operation, "_call_context_args", ()):
+            kwargs["training"] = False  # inference: dropout off, frozen batch statistics
+        out = self.operation(*args, **kwargs)
+        if self.whole:
+            env[self.out_keys[0]] = out
+            return
+        for key, value in zip(self.out_keys, keras.tree.flatten(out), strict=True):
+            env[key] = value
+
+
+def _node_fill(node: Any) -> Callable:
+    tensors = node.input_tensors
+
+    def fill(values: list) -> tuple[tuple, dict]:
+        return node.arguments.fill_in({id(t): v for t, v in zip(tensors, values, strict=True)})
+
+    return fill
+
+
+class _Flattener:
+    """Builds the flat list of operations of a model, descending along ``path``."""
+
+    def __init__(self, path: Sequence[str] | None):
+        self.path = list(path) if path else None
+        self.ops: list[Op] = []
+        self.hits: list = []  # output keys of each call of the target layer
+        self._keys = itertools.count()
+
+    def key(self) -> int:
+        return next(self._keys)
+
+    def _visit(self, operation: Any, fill: Callable, in_keys: list, n_out: int, depth: int):
+        """Add one call (expanding it when the path goes through it); its output keys."""
+        path = self.path
+        on_path = path is not None and depth < len(path) and operation.name == path[depth]
+        if on_path and depth < len(path) - 1:
+            if not isinstance(operation, keras.Model) or not (
+                _is_functional(operation) or _is_sequential(operation)
+            ):
+                raise _NotDescendable(SEP.join(path[: depth + 1]), operation)
+            return self.expand(operation, in_keys, depth + 1)
+        out_keys = [self.key() for _ in range(n_out)]
+        self.ops.append(Op(operation, fill, in_keys, out_keys))
+        if on_path:
+            self.hits.append(out_keys)
+        return out_keys
+
+    def expand(self, model: Any, in_keys: list, depth: int = 0) -> list:
+        """Output keys of ``model`` applied to the values ``in_keys``."""
+        if _is_sequential(model):
+            key = in_keys[0]
+            for layer in model.layers:
+                (key,) = self._visit(layer, _single_positional, [key], 1, depth)
+            return [key]
+        if not _is_functional(model):
+            if self.path is None and depth == 0:  # layer=None: the model as one call
+                key = self.key()
+                self.ops.append(Op(model, _single_positional, in_keys, [key], whole=True))
+                return [key]
+            raise _NotDescendable(None, model)
+        env = {id(t): k for t, k in zip(keras.tree.flatten(model.inputs), in_keys, strict=True)}
+        for level in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[level]:
+                if not node.operation or node.is_input:
+                    continue
+                if any(id(t) not in env for t in node.input_tensors):
+                    continue  # not computable from the inputs (as Keras skips it)
+                outs = self._visit(
+                    node.operation,
+                    _node_fill(node),
+                    [env[id(t)] for t in node.input_tensors],
+                    len(node.outputs),
+                    depth,
+                )
+                for t, k in zip(node.outputs, outs, strict=True):
+                    env[id(t)] = k
+        return [env[id(t)] for t in keras.tree.flatten(model.outputs)]
+
+
+class _NotDescendable(Exception):
+    def __init__(self, prefix: str | None, model: Any):
+        super().__init__(prefix)
+        self.prefix, self.model = prefix, model
+
+
+def layer_paths(model: Any, prefix: str = "") -> list[str]:
+    """Every addressable layer path of ``model`` (nested models' layers with ``/``)."""
+    paths = []
+    for layer in getattr(model, "layers", []):
+        path = prefix + layer.name
+        paths.append(path)
+        if isinstance(layer, keras.Model):
+            paths.extend(layer_paths(layer, path + SEP))
+    return paths
+
+
+def _unknown_layer(model: Any, layer: str) -> ValueError:
+    names = layer_paths(model)
+    close = difflib.get_close_matches(layer, names, n=5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    example = f", e.g. {names[-1]!r}" if names else ""
+    return ValueError(
+        f"layer={layer!r} is not a layer of the model.{hint} Layers are names as in "
+        f"model.layers, with '/' to enter a nested model (\"backbone/conv5_block3_out\")"
+        f"{example}."
+    )
+
+
+def resolve_layer(model: Any, layer: str) -> Any:
+    """The layer object at path ``layer``; ValueError naming it when there is none."""
+    current = model
+    for name in layer.split(SEP):
+        found = [lay for lay in getattr(current, "layers", []) if lay.name == name]
+        if not found:
+            raise _unknown_layer(model, layer)
+        current = found[0]
+    return current
+
+
+class Split:
+    """The operations of the trunk and the head, and the values that flow between them."""
+
+    def __init__(self, model: Any, layer: str | None):
+        if layer is not None:
+            resolve_layer(model, layer)
+        flat = _Flattener(None if layer is None else layer.split(SEP))
+        self.input_key = flat.key()
+        try:
+            outputs = flat.expand(model, [self.input_key])
+        except _NotDescendable as exc:
+            kind = type(exc.model).__name__
+            if exc.prefix is None:
+                raise ValueError(
+                    f"cannot split the {kind} model at layer={layer!r}: it is a subclassed "
+                    f"model whose graph Keras does not record."
+                ) from None
+            raise ValueError(
+                f"layer={layer!r} goes through {exc.prefix!r}, a {kind} that is not a "
+                f"Functional or Sequential model; its inner layers cannot be split at. Name "
+                f"{exc.prefix!r} itself, or build it with the functional API."
+            ) from None
+        if len(getattr(model, "inputs", None) or [None]) != 1:
+            raise ValueError("the model must take a single input tensor to be explained.")
+        if layer is None:
+            start = self.input_key
+        else:
+            if len(flat.hits) != 1:
+                raise ValueError(
+                    f"layer={layer!r} runs {len(flat.hits)} times in one forward pass; name a "
+                    f"layer that runs exactly once (a layer reused in several places has no "
+                    f"single feature map)."
+                )
+            (hit,) = flat.hits
+            if len(hit) != 1:
+                raise ValueError(
+                    f"layer={layer!r} returns {len(hit)} tensors; name a layer with one "
+                    f"output (a feature map)."
+                )
+            start = hit[0]
+        self.output_keys = outputs
+        self.output_struct = model._outputs_struct if _is_functional(model) else None
+
+        after, head = {start}, []
+        for op in flat.ops:
+            if any(k in after for k in op.in_keys):
+                head.append(op)
+                after.update(op.out_keys)
+        if not all(k in after for k in outputs):
+            raise ValueError(f"the model's output does not depend on layer={layer!r}.")
+        # Values the head reads from before the layer (a skip connection around it): the
+        # trunk returns them as per-sample context, so that the head recomputes nothing.
+        context: list = []
+        for op in head:
+            for k in op.in_keys:
+                if k not in after and k not in context:
+                    context.append(k)
+        self.start_key, self.context_keys = start, context
+        in_head = {id(op) for op in head}
+        trunk_ops = [op for op in flat.ops if id(op) not in in_head]
+        self.trunk_ops = _needed(trunk_ops, {start, *context})
+        self.head_ops = _needed(head, set(outputs))
+
+    def trunk(self, x: Any) -> tuple[Any, tuple]:
+        env = {self.input_key: x}
+        for op in self.trunk_ops:
+            op.run(env)
+        return env[self.start_key], tuple(env[k] for k in self.context_keys)
+
+    def head(self, a: Any, context: tuple) -> Any:
+        env = {self.start_key: a, **dict(zip(self.context_keys, context, strict=True))}
+        for op in self.head_ops:
+            op.run(env)
+        values = [env[k] for k in self.output_keys]
+        if self.output_struct is not None:
+            return keras.tree.pack_sequence_as(self.output_struct, values)
+        return values[0]
+
+
+def _needed(ops: list[Op], wanted: set) -> list[Op]:
+    """The operations of ``ops`` that the values ``wanted`` depend on, in order."""
+    needed, kept = set(wanted), []
+    for op in reversed(ops):
+        if any(k in needed for k in op.out_keys):
+            kept.append(op)
+            needed.update(op.in_keys)
+    return kept[::-1]
