@@ -21,7 +21,20 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "sphinx_gallery.gen_gallery",
 ]
+
+# -- sphinx-gallery: docs/examples/plot_*.py are run at build time ---------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "image_scrapers": ("matplotlib",),
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    # Examples train small networks on the CPU: keep each one honest about its cost.
+    "min_reported_time": 1,
+}
 
 # -- autodoc / autosummary -----------------------------------------------------------------
 autosummary_generate = True
@@ -43,7 +56,7 @@ numpydoc_validation_exclude = {
 
 # -- general ---------------------------------------------------------------------------------
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "examples"]
 default_role = "py:obj"
 nitpicky = False
 pygments_style = "sphinx"

@@ -94,13 +94,11 @@ sheet = image_grid(tiles, ncols=4, captions=captions)
 
 try:
     import matplotlib.pyplot as plt
-except ImportError:  # the PNG below is the figure
-    plt = None
-if plt is not None:
+except ImportError:  # without matplotlib, the sheet goes to a PNG file instead
+    from PIL import Image
+
+    Image.fromarray(sheet).save("brnpa_parts.png")
+else:
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(sheet)
     ax.set_axis_off()
-
-from PIL import Image  # noqa: E402
-
-Image.fromarray(sheet).save("brnpa_parts.png")
