@@ -7,6 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sklearn_caf.datasets import make_squares
@@ -71,10 +72,16 @@ def test_brnpa_layer_learns_and_its_first_part_falls_on_the_object():
 
 
 def test_gallery_example_runs(tmp_path, monkeypatch):
-    # The docs example, with a small budget; it writes its figure as a PNG.
+    # The docs example, with a small budget; its figure is a matplotlib figure, or a PNG
+    # file where matplotlib is not installed.
     monkeypatch.setenv("SKLEARN_CAF_EXAMPLE_QUICK", "1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [str(EXAMPLE)])
     namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
     assert namespace["accuracy"] >= 0.5
-    assert os.path.exists(tmp_path / "brnpa_parts.png")
+    sheet = namespace["sheet"]
+    assert sheet.dtype == np.uint8 and sheet.ndim == 3 and sheet.shape[2] == 3
+    if "fig" in namespace:
+        namespace["plt"].close(namespace["fig"])
+    else:
+        assert os.path.exists(tmp_path / "brnpa_parts.png")
