@@ -6,9 +6,11 @@ batch, so later iterations spend nothing on finished rows.
 
 One iteration (loss, gradient, moment updates, parameter update) is :class:`AdamStep`, a
 function of tensors only: the loss is a pure function of the parameters and the problem's
-explicit tensor arguments, so a backend can compile the whole step once
-(``BoundModel.compile``, e.g. ``tf.function``) and reuse it for every batch and after rows
-are dropped, instead of retracing a closure per batch.
+explicit tensor arguments. The iterations between two checks run as one call of
+:class:`AdamSteps` (``BoundModel.fori_loop`` over :class:`AdamStep`), which a backend
+compiles once (``BoundModel.compile``, e.g. ``tf.function`` with a ``tf.while_loop``) and
+reuses for every stretch, every batch and after rows are dropped: a compiled call costs
+a fixed overhead that would otherwise be paid at every iteration of a small head.
 """
 
 from __future__ import annotations
@@ -76,6 +78,55 @@ class AdamStep:
         return loss, x, m1, m2
 
 
+class AdamSteps:
+    """Adam iterations on every row, run in one call:
+    ``(x, m1, m2, step_sizes, n, *args) -> (loss, x, m1, m2)``.
+
+    ``step_sizes`` is a 1-D tensor of the bias-corrected learning rates of the ``n``
+    iterations (``n`` its length, a Python int the backend may turn into a tensor); ``loss``
+    is the per-row loss of the last iteration, at the parameters before its update: what a
+    convergence check after these iterations reads. The loop is the bound model's optional
+    ``fori_loop`` (a ``tf.while_loop`` inside ``tf.function``), else a Python loop, so that
+    one compiled call covers a whole stretch between two checks.
+    """
+
+    def __init__(self, bound: Any, loss_fn: Callable[..., Any], schedule: AdamSchedule):
+        self.bound, self.step = bound, AdamStep(bound, loss_fn, schedule)
+
+    def __call__(self, x: Any, m1: Any, m2: Any, step_sizes: Any, n: Any, *args: Any) -> tuple:
+        bound, step = self.bound, self.step
+
+        def body(i: Any, carry: tuple) -> tuple:
+            _, x, m1, m2 = carry
+            return step(x, m1, m2, step_sizes[i], *args)
+
+        # A loss of the right shape and dtype to start the carry (a loop's carry keeps
+        # its structure); ``n >= 1`` always overwrites it.
+        loss = bound.sum(bound.zeros_like(x), axis=tuple(range(1, len(x.shape))))
+        return fori_loop(bound, n, body, (loss, x, m1, m2))
+
+
+def fori_loop(bound: Any, n: Any, body: Callable[[Any, tuple], tuple], init: tuple) -> tuple:
+    """``bound.fori_loop(n, body, init)`` where the backend offers it (optional), else a
+    Python loop: ``body(i, carry) -> carry`` for ``i = 0 .. n - 1``."""
+    loop = getattr(bound, "fori_loop", None)
+    if loop is not None:
+        return tuple(loop(n, body, tuple(init)))
+    carry = tuple(init)
+    for i in range(int(n)):
+        carry = tuple(body(i, carry))
+    return carry
+
+
+def check_points(schedule: AdamSchedule) -> list[int]:
+    """The iterations after which the loop checks convergence: 1, 1 + d, 1 + 2d, ... and
+    ``max_iter`` (``d = check_every``)."""
+    points = list(range(1, schedule.max_iter + 1, max(int(schedule.check_every), 1)))
+    if points[-1] != schedule.max_iter:
+        points.append(schedule.max_iter)
+    return points
+
+
 def compiled(bound: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``bound.compile(fn)`` where the backend offers it (optional), else ``fn`` itself."""
     compile_ = getattr(bound, "compile", None)
@@ -106,12 +157,13 @@ def minimize_rows(
 ) -> RowsResult:
     """Minimize each row of ``problem`` from ``x0`` (a tensor on ``bound``'s device).
 
-    ``step`` is an :class:`AdamStep` of ``problem.loss_fn``, possibly compiled; callers
+    ``step`` is an :class:`AdamSteps` of ``problem.loss_fn``, possibly compiled; callers
     that explain many batches pass the same one every time (so it is traced once). By
-    default one is made and compiled here.
+    default one is made and compiled here. The iterations between two convergence checks
+    run as one call of it: the host waits on the device only at the checks.
     """
     if step is None:
-        step = compiled(bound, AdamStep(bound, problem.loss_fn, schedule))
+        step = compiled(bound, AdamSteps(bound, problem.loss_fn, schedule))
     m = int(x0.shape[0])
     out_params = np.empty((m, *tuple(x0.shape[1:])), dtype=np.float32)
     out_loss = np.full(m, np.nan)
@@ -122,13 +174,20 @@ def minimize_rows(
     x, m1, m2 = x0, bound.zeros_like(x0), bound.zeros_like(x0)
     b1, b2 = schedule.beta1, schedule.beta2
     previous = None
-    for t in range(1, schedule.max_iter + 1):
-        step_size = float(schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t))
-        loss, x, m1, m2 = step(x, m1, m2, step_size, *problem.args)
-
+    # Bias-corrected learning rates of every iteration, made on the host once.
+    step_sizes = np.asarray(
+        [
+            float(schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t))
+            for t in range(1, schedule.max_iter + 1)
+        ],
+        dtype=np.float32,
+    )
+    start = 0  # iterations done
+    for t in check_points(schedule):
+        sizes = bound.asarray(step_sizes[start:t])
+        loss, x, m1, m2 = step(x, m1, m2, sizes, t - start, *problem.args)
+        start = t
         last = t == schedule.max_iter
-        if not (t == 1 or last or (t - 1) % schedule.check_every == 0):
-            continue
         current = bound.to_numpy(loss).astype(np.float64)
         if previous is None:
             done = np.zeros(rows.size, dtype=bool)

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _sphere
-from ._adam import AdamSchedule, AdamStep, compiled, minimize_rows
+from ._adam import AdamSchedule, AdamSteps, compiled, minimize_rows
 from ._base import BaseExplainer, _spatial_axes
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
@@ -281,13 +281,13 @@ class L2CAFExplainer(BaseExplainer):
         return self._solver_parts(bound, vanilla)[0]
 
     def _solver_parts(self, bound: Any, vanilla: bool) -> tuple[_FilterLoss, Any]:
-        """The loss and the (compiled) Adam step, made once per configuration and bound
+        """The loss and the (compiled) Adam iterations, made once per configuration and bound
         model: a backend that compiles (``tf.function``) traces them once, not per batch."""
         cache = self.__dict__.setdefault("_solver_cache", {})
         key = (id(bound), self.objective, vanilla)
         if key not in cache:
             loss = _FilterLoss(bound, self.objective, vanilla)
-            cache[key] = (loss, compiled(bound, AdamStep(bound, loss, self._schedule())))
+            cache[key] = (loss, compiled(bound, AdamSteps(bound, loss, self._schedule())))
         return cache[key]
 
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:

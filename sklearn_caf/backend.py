@@ -98,11 +98,19 @@ class BoundModel(Protocol):
     def value_and_grad(self, fn: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:
         """``fn(x)`` (per-sample values, shape (n,)) and the gradient of their sum wrt ``x``."""
 
-    # Optional: ``compile(fn)``. ``fn`` is a pure function of tensors (and Python floats)
-    # that the core calls many times with the same structure: L2-CAF's whole Adam step,
-    # Grad-CAM's map. The backend returns a callable computing the same, compiled where it
-    # can (``tf.function``: traced once, not per batch size). The core caches the compiled
-    # function per explainer and bound model. A backend without it runs ``fn`` as is.
+    # Optional: ``compile(fn)``. ``fn`` is a pure function of tensors (and Python numbers)
+    # that the core calls many times with the same structure: L2-CAF's Adam iterations
+    # between two convergence checks, Grad-CAM's map. The backend returns a callable
+    # computing the same, compiled where it can (``tf.function``: traced once, not per
+    # batch size). The core caches the compiled function per explainer and bound model. A
+    # backend without it runs ``fn`` as is.
+    #
+    # Optional: ``fori_loop(n, body, init)``, ``jax.lax.fori_loop``'s semantics:
+    # ``body(i, carry) -> carry`` for ``i = 0 .. n - 1``, ``carry`` a tuple of tensors whose
+    # shapes do not change, ``n`` an int (or a scalar tensor inside a compiled function).
+    # A compiling backend makes it one loop of the compiled function (``tf.while_loop``),
+    # so that a whole stretch of Adam iterations is one call; without it the core loops in
+    # Python.
 
     # Tensor ops the core's math is written with (NumPy semantics, ``axis`` keywords).
     def take(self, x: Any, rows: np.ndarray) -> Any:

@@ -250,11 +250,17 @@ def test_adam_step_is_not_retraced_per_batch(tfk, variant):
     ).fit(X)
     ex.explain(X[:4])
     step = ex._solver_parts(ex.bound_, vanilla=variant == "vanilla")[1]
+    # One compiled call per stretch between checks: the first stretch is 1 iteration, the
+    # next ones 10, so the second call relaxes the number of iterations (None).
     warm = _tracing_count(step)
-    assert 1 <= warm <= 2  # the first shape, then one relaxed (batch size None) trace
+    assert 1 <= warm <= 2
     ex.explain(X)  # three more batches, rows dropped as they converge
     ex.set_params(batch_size=3).explain(X[:7])  # other batch sizes
-    assert _tracing_count(step) <= 2
+    settled = _tracing_count(step)
+    assert settled <= 3  # each varying dimension (iterations, batch size) relaxed once
+    # A shorter last stretch (47 = 1 + 4 * 10 + 6) and new batch sizes: no new trace.
+    ex.set_params(batch_size=5, max_iter=47, tol=0).explain(X[:6])
+    assert _tracing_count(step) == settled
     assert ex._solver_parts(ex.bound_, vanilla=variant == "vanilla")[1] is step
 
 
@@ -384,26 +390,137 @@ def test_non_spatial_and_reused_layers_are_rejected(tfk):
         GradCAMExplainer(model=model, layer="shared").fit(X)
 
 
-def test_subclassed_model(tfk):
-    """layer=None works on any model; a layer inside a subclassed model is a clear error."""
-    _, keras = tfk
+def _subclassed(keras, seed=0):
+    """A subclassed model (no recorded graph) and a functional twin sharing its layers.
+
+    ``net.mode`` makes its ``call`` fail on purpose: ``"before"`` the layer ``conv``,
+    ``"after"`` it; ``"twice"`` runs ``conv`` a second time, ``"skip"`` not at all.
+    """
     L = keras.layers
+    keras.utils.set_random_seed(seed)
 
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
             self.conv = L.Conv2D(3, 3, padding="same", name="conv")
-            self.fc = L.Dense(2, name="fc")
+            self.conv2 = L.Conv2D(4, 3, padding="same", name="conv2")
+            self.fc = L.Dense(3, name="fc")
+            self.mode = None
 
         def call(self, x):
-            return self.fc(keras.ops.mean(self.conv(x), axis=(1, 2)))
+            if self.mode == "before":
+                raise RuntimeError("failing before the layer")
+            h = x if self.mode == "skip" else self.conv(x)
+            if self.mode == "after":
+                raise RuntimeError("failing after the layer")
+            if self.mode == "twice":
+                h = self.conv(h)
+            return self.fc(keras.ops.mean(keras.ops.relu(self.conv2(h)), axis=(1, 2)))
 
-    model = Net()
+    net = Net()
+    net(_images(1))
+    x = keras.Input((None, None, 3))
+    h = net.conv2(net.conv(x))
+    twin = keras.Model(x, net.fc(keras.ops.mean(keras.ops.relu(h), axis=(1, 2))))
+    return net, twin
+
+
+def _layer_dicts(model):
+    """Each layer's instance attributes (names and identities): interception leaves none."""
+    return [
+        (layer.name, sorted((k, id(v)) for k, v in vars(layer).items()))
+        for layer in [model, *model._flatten_layers()]
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("tf_function", [True, False])
+@pytest.mark.parametrize("layer", ["conv", "conv2"])
+def test_subclassed_model_split_by_interception(tfk, layer, tf_function):
+    """A layer inside a subclassed model: the same maps as the functional twin's (fast and
+    vanilla L2-CAF, Grad-CAM), compiled or eager; layer=None still works."""
+    from sklearn_caf_tensorflow import TensorflowBackend
+
+    _, keras = tfk
+    net, twin = _subclassed(keras)
+    X = _images(3, seed=9)
+    backend = TensorflowBackend(tf_function=tf_function)
+    for make in (
+        lambda m, b: GradCAMExplainer(model=m, layer=layer, top_k=2, backend=b),
+        lambda m, b: L2CAFExplainer(model=m, layer=layer, solver="adam", max_iter=60, backend=b),
+        lambda m, b: L2CAFExplainer(
+            model=m,
+            layer=layer,
+            variant="vanilla",
+            objective="class-specific",
+            max_iter=30,
+            backend=b,
+        ),
+    ):
+        got = make(net, backend).fit(X).explain(X)
+        want = make(twin, None).fit(X).explain(X)
+        assert_allclose(got.maps, want.maps, atol=1e-5)
+        assert_array_equal(getattr(got, "n_iter", 0), getattr(want, "n_iter", 0))
+    assert GradCAMExplainer(model=net, layer=None).fit_transform(X).shape == (3, 8, 8)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", list(_EXPLAINERS))
+def test_subclassed_model_intact_also_after_errors(tfk, name):
+    _, keras = tfk
+    net, _ = _subclassed(keras)
+    net.fc.trainable = False  # a user's frozen layer stays frozen
+    params = dict(_EXPLAINERS[name])
+    cls = params.pop("cls")
+    params["layer"] = "conv"
+    if params.get("solver") == "exact":  # the head after conv is not affine: probe, then Adam
+        params.update(solver="auto", max_iter=10)
+    x = _images(3)
+    before, dicts, reference = _snapshot(net), _layer_dicts(net), _reference(net, x)
+    ex = cls(model=net, **params).fit(x)
+    assert np.isfinite(ex.transform(x)).all()
+    assert _snapshot(net) == before and _layer_dicts(net) == dicts
+    assert_array_equal(_reference(net, x), reference)
+    for mode in ("before", "after"):  # errors inside the trunk's or the head's pass
+        net.mode = mode
+        with pytest.raises(RuntimeError, match=f"failing {mode}"):
+            ex.transform(_images(2, seed=1))  # new shapes: traced again, so the call runs
+        net.mode = None
+        assert _snapshot(net) == before and _layer_dicts(net) == dicts
+    assert "call" not in vars(net.conv)
+
+
+def test_subclassed_model_bad_layers(tfk):
+    _, keras = tfk
+    net, _ = _subclassed(keras)
     X = _images(2)
-    model(X)
-    assert GradCAMExplainer(model=model, layer=None).fit_transform(X).shape == (2, 8, 8)
-    with pytest.raises(ValueError, match="subclassed"):
-        GradCAMExplainer(model=model, layer="conv").fit(X)
+    net.mode = "twice"
+    with pytest.raises(ValueError, match="layer='conv' runs 2 times"):
+        GradCAMExplainer(model=net, layer="conv").fit(X)
+    net.mode = None
+    with pytest.raises(ValueError, match="layer='nope' is not a layer"):
+        GradCAMExplainer(model=net, layer="nope").fit(X)
+    net.mode = "skip"
+    with pytest.raises(ValueError, match="layer='conv' runs 0 times"):
+        L2CAFExplainer(model=net, layer="conv").fit(X)
+    assert "call" not in vars(net.conv)
+
+
+def test_layer_inside_a_subclassed_block_of_a_functional_model(tfk):
+    """The path goes through a subclassed model: intercepted at the inner layer."""
+    _, keras = tfk
+    block, _ = _subclassed(keras)
+    x = keras.Input((None, None, 3))
+    outer = keras.Model(x, keras.layers.Dense(2, name="head")(block(x)))
+    X = _images(3, seed=4)
+    inner = keras.Input((None, None, 3))
+    h = block.conv2(block.conv(inner))
+    flat = keras.Model(
+        inner, outer.get_layer("head")(block.fc(keras.ops.mean(keras.ops.relu(h), axis=(1, 2))))
+    )
+    got = GradCAMExplainer(model=outer, layer=f"{block.name}/conv").fit(X).explain(X)
+    want = GradCAMExplainer(model=flat, layer="conv").fit(X).explain(X)
+    assert_allclose(got.maps, want.maps, atol=1e-6)
 
 
 # -- tf-keras-vis's Gradcam ----------------------------------------------------------------------

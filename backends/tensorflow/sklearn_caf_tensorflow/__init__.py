@@ -19,7 +19,8 @@ class TensorflowBackend:
     layer) runs once per batch, the head (layer -> output) as often as a method needs.
     Functional and Sequential models are split anywhere, also inside nested models
     (``layer="backbone/conv5_block3_out"``); subclassed models at any layer called once
-    per forward pass (the head then reruns the model with the layer's output replaced).
+    per forward pass, by intercepting its call (the head then reruns the whole model with
+    the layer's output replaced, so fast L2-CAF costs as much as vanilla there).
     Gradients come from ``tf.GradientTape``; feature maps are NHWC.
 
     Parameters

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ._split import Split
+from ._split import make_split
 
 
 def resolve_device(device: Any) -> str:
@@ -56,13 +56,25 @@ def _select_output(out: Any, output: Any) -> tf.Tensor:
     return tf.reshape(out, (tf.shape(out)[0], -1))
 
 
+def _number_as_tensor(a: Any) -> Any:
+    if isinstance(a, bool):  # a flag: fixed at trace time
+        return a
+    if isinstance(a, float):
+        return tf.constant(a, tf.float32)
+    if isinstance(a, int):
+        return tf.constant(a, tf.int32)
+    return a
+
+
 class TensorflowBoundModel:
     """See :class:`sklearn_caf.backend.BoundModel`. Feature maps and inputs are NHWC.
 
     Nothing in the model is changed, so there is nothing to restore: Keras layers run with
     ``training=False`` (dropout off, batch statistics frozen), and gradients are taken only
     with respect to the tensors ``value_and_grad`` is given (the tape watches no variable),
-    so ``trainable`` flags are never touched.
+    so ``trainable`` flags are never touched. (A layer inside a subclassed model has its
+    ``call`` intercepted during each trunk or head call only; see
+    :class:`~sklearn_caf_tensorflow._split.InterceptSplit`.)
     """
 
     channel_axis = -1
@@ -77,7 +89,7 @@ class TensorflowBoundModel:
         # probes of the exact solver); inside a compiled function (L2-CAF's Adam step,
         # Grad-CAM) they are traced with it. Layers of a model never called before are
         # built (Keras creates their variables) on the first, eager, call in fit.
-        self._split = Split(model, layer)
+        self._split = make_split(model, layer)
         self._depth = 0
         self._scopes: list = []
 
@@ -153,17 +165,38 @@ class TensorflowBoundModel:
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` as one ``tf.function`` (a pure function of tensors), traced once for all
-        batch sizes; Python floats are passed as tensors so that they do not retrace."""
+        batch sizes; Python numbers are passed as tensors (floats as float32, ints as
+        int32: a loop's length) so that a new value does not retrace."""
         if not self.tf_function:
             return fn
         graph_fn = tf.function(fn, reduce_retracing=True)
 
         def run(*args: Any) -> Any:
-            args = tuple(tf.constant(a, tf.float32) if isinstance(a, float) else a for a in args)
+            args = tuple(_number_as_tensor(a) for a in args)
             return graph_fn(*args)
 
         run.tf_function = graph_fn  # its experimental_get_tracing_count() is tested
         return run
+
+    def fori_loop(
+        self, n: Any, body: Callable[[Any, tuple], tuple], init: tuple
+    ) -> tuple[tf.Tensor, ...]:
+        """``body(i, carry) -> carry`` for ``i = 0 .. n - 1``. Inside ``tf.function`` one
+        ``tf.while_loop`` (one compiled call runs every iteration, ``n`` may be a tensor);
+        eagerly a Python loop, as the ops run one by one anyway."""
+        if tf.executing_eagerly():
+            carry = tuple(init)
+            for i in range(int(n)):
+                carry = tuple(body(i, carry))
+            return carry
+
+        def step(i: tf.Tensor, *carry: tf.Tensor) -> tuple:
+            return (i + 1, *body(i, tuple(carry)))
+
+        _, *carry = tf.while_loop(
+            lambda i, *_: i < n, step, (tf.constant(0, tf.int32), *init), parallel_iterations=1
+        )
+        return tuple(carry)
 
     # -- tensor ops --------------------------------------------------------------------------
     def take(self, x: tf.Tensor, rows: np.ndarray) -> tf.Tensor:

@@ -7,6 +7,11 @@ that model's own operations inline. The split then only selects operations: noth
 copied and no Keras model is created, so nothing registers itself in the user's model.
 tf-keras-vis and Xplique build a ``keras.Model`` from an inner model's tensors instead,
 which fails with "Graph disconnected" for nested models.
+
+A subclassed model records no graph of its ``call``, so a layer inside one (or reached
+through one) is split at by intercepting that layer's call instead (:class:`InterceptSplit`):
+the trunk runs the model until the layer has run, the head reruns the whole model with the
+layer's output replaced.
 """
 
 from __future__ import annotations
@@ -170,28 +175,28 @@ def resolve_layer(model: Any, layer: str) -> Any:
     return current
 
 
+def make_split(model: Any, layer: str | None) -> Split | InterceptSplit:
+    """A :class:`Split` by the model's graph where Keras records one along ``layer``'s
+    path, else an :class:`InterceptSplit` (subclassed models)."""
+    try:
+        return Split(model, layer)
+    except _NotDescendable:
+        return InterceptSplit(model, layer)
+
+
 class Split:
-    """The operations of the trunk and the head, and the values that flow between them."""
+    """The operations of the trunk and the head, and the values that flow between them.
+
+    Raises ``_NotDescendable`` where ``layer``'s path goes through a model whose graph
+    Keras does not record (a subclassed model): :func:`make_split` then intercepts.
+    """
 
     def __init__(self, model: Any, layer: str | None):
         if layer is not None:
             resolve_layer(model, layer)
         flat = _Flattener(None if layer is None else layer.split(SEP))
         self.input_key = flat.key()
-        try:
-            outputs = flat.expand(model, [self.input_key])
-        except _NotDescendable as exc:
-            kind = type(exc.model).__name__
-            if exc.prefix is None:
-                raise ValueError(
-                    f"cannot split the {kind} model at layer={layer!r}: it is a subclassed "
-                    f"model whose graph Keras does not record."
-                ) from None
-            raise ValueError(
-                f"layer={layer!r} goes through {exc.prefix!r}, a {kind} that is not a "
-                f"Functional or Sequential model; its inner layers cannot be split at. Name "
-                f"{exc.prefix!r} itself, or build it with the functional API."
-            ) from None
+        outputs = flat.expand(model, [self.input_key])
         if len(getattr(model, "inputs", None) or [None]) != 1:
             raise ValueError("the model must take a single input tensor to be explained.")
         if layer is None:
@@ -257,3 +262,117 @@ def _needed(ops: list[Op], wanted: set) -> list[Op]:
             kept.append(op)
             needed.update(op.in_keys)
     return kept[::-1]
+
+
+class _LayerRan(Exception):
+    """Ends the trunk's forward pass once the intercepted layer has run (the rest of the
+    model is not needed). Keras may re-raise it with a longer message (same class)."""
+
+
+class InterceptSplit:
+    """Trunk and head of a model whose graph Keras does not record, by intercepting
+    ``layer``'s ``call`` while the trunk or the head runs.
+
+    The trunk runs the model on the images and stops as soon as the layer has run; its
+    context is the images themselves. The head reruns the whole model from the images with
+    the layer's output replaced by the given feature maps, so it recomputes the trunk: the
+    fast L2-CAF variant costs as much as the vanilla one on such a model (and Grad-CAM one
+    more trunk pass). The layer must run exactly once per forward pass.
+
+    The interception is an instance attribute ``call`` on the layer object (Keras's
+    ``__call__`` looks ``self.call`` up at every call), set only for the duration of one
+    trunk or head call and removed in a ``finally``: between calls, and after an error,
+    the layer is exactly as it was (no attribute, wrapper or variable left; Keras's
+    attribute tracking is bypassed, so nothing is tracked either). Under ``tf.function``
+    the interception happens at trace time, which is when Python code runs, so the
+    compiled graph holds the substituted call and no interception is needed when it runs.
+    """
+
+    def __init__(self, model: Any, layer: str):
+        self.model, self.path = model, layer
+        self.target = resolve_layer(model, layer)
+        self._checked = False
+
+    def _intercept(self, replacement: Callable) -> _Patched:
+        return _Patched(self.target, replacement)
+
+    def _run_model(self, x: Any) -> Any:
+        kwargs = {}
+        if "training" in getattr(self.model, "_call_context_args", ()):
+            kwargs["training"] = False  # inference: dropout off, frozen batch statistics
+        return self.model(x, **kwargs)
+
+    def trunk(self, x: Any) -> tuple[Any, tuple]:
+        captured: list = []
+        target = self.target
+        original = target.call
+        # The first pass (in fit) runs the whole model, to check that the layer runs
+        # exactly once; later passes stop right after the layer.
+        stop = self._checked
+
+        def capture(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            captured.append(out)
+            if stop:
+                raise _LayerRan("trunk done")
+            return out
+
+        with self._intercept(capture):
+            try:
+                self._run_model(x)
+            except _LayerRan:
+                pass
+        if len(captured) != 1:
+            raise ValueError(
+                f"layer={self.path!r} runs {len(captured)} times in one forward pass of the "
+                f"model; name a layer that runs exactly once (a layer reused in several "
+                f"places has no single feature map)."
+            )
+        (a,) = captured
+        if not keras.ops.is_tensor(a):
+            raise ValueError(
+                f"layer={self.path!r} returns a {type(a).__name__}; name a layer with one "
+                f"output (a feature map)."
+            )
+        self._checked = True
+        return a, (x,)
+
+    def head(self, a: Any, context: tuple) -> Any:
+        (x,) = context
+        calls = []
+
+        def substitute(*args: Any, **kwargs: Any) -> Any:
+            calls.append(None)
+            return a
+
+        with self._intercept(substitute):
+            out = self._run_model(x)
+        if len(calls) != 1:
+            raise ValueError(
+                f"layer={self.path!r} runs {len(calls)} times in one forward pass of the "
+                f"model; name a layer that runs exactly once."
+            )
+        return out
+
+
+class _Patched:
+    """``layer.call`` replaced by ``replacement`` inside the block; on exit the layer's
+    ``__dict__`` is as before, also when an error was raised."""
+
+    _MISSING = object()
+
+    def __init__(self, layer: Any, replacement: Callable):
+        self.layer, self.replacement = layer, replacement
+
+    def __enter__(self) -> None:
+        layer = self.layer
+        self.saved = layer.__dict__.get("call", self._MISSING)
+        # object.__setattr__: Keras's (and TensorFlow's AutoTrackable) __setattr__ would
+        # track the attribute; this writes the instance dict only.
+        object.__setattr__(layer, "call", self.replacement)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.saved is self._MISSING:
+            object.__delattr__(self.layer, "call")
+        else:
+            object.__setattr__(self.layer, "call", self.saved)

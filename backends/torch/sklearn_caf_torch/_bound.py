@@ -144,6 +144,16 @@ class TorchBoundModel:
             (grad,) = torch.autograd.grad(value.sum(), x)
         return value.detach(), grad
 
+    def fori_loop(
+        self, n: int, body: Callable[[int, tuple], tuple], init: tuple
+    ) -> tuple[torch.Tensor, ...]:
+        """``body(i, carry) -> carry`` for ``i = 0 .. n - 1``: a Python loop, as torch runs
+        eagerly (a loop costs nothing more than its iterations)."""
+        carry = tuple(init)
+        for i in range(int(n)):
+            carry = tuple(body(i, carry))
+        return carry
+
     # -- tensor ops --------------------------------------------------------------------------
     def take(self, x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         return x[torch.as_tensor(rows, device=x.device, dtype=torch.long)]
