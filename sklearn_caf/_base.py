@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted
 
 from ._heatmaps import to_heatmaps
-from ._validation import check_images, check_targets
-from .backend import get_backend
+from ._model_estimator import ModelEstimator
+from ._validation import check_targets
 
 
 @dataclass
@@ -49,7 +47,7 @@ def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
     return tuple(ax for ax in range(1, ndim) if ax != channel_axis)
 
 
-class BaseExplainer(TransformerMixin, BaseEstimator):
+class BaseExplainer(ModelEstimator):
     """Base class of the explainers: images in, heatmaps out.
 
     Subclasses implement ``_explain_batch``; everything else (backend choice, splitting
@@ -57,31 +55,14 @@ class BaseExplainer(TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "model": "no_validation",
-        "layer": [str, None],
+        **ModelEstimator._parameter_constraints,
         "output": [None, Integral, str, callable],
         "top_k": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": "no_validation",
-        "backend": "no_validation",
-        "verbose": ["verbose"],
     }
 
     # Whether this configuration explains classes (uses targets) or the whole output.
     def _uses_targets(self) -> bool:
         raise NotImplementedError
-
-    def __sklearn_clone__(self):
-        # Explainers never change the model's weights, so every clone (one per
-        # grid-search fold, say) shares it instead of deep-copying a large network.
-        params = self.get_params(deep=False)
-        new = type(self)(
-            **{k: v if k == "model" else clone(v, safe=False) for k, v in params.items()}
-        )
-        for attr in ("_metadata_request", "_sklearn_output_config"):
-            if hasattr(self, attr):
-                setattr(new, attr, copy.deepcopy(getattr(self, attr)))
-        return new
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> BaseExplainer:
@@ -101,19 +82,12 @@ class BaseExplainer(TransformerMixin, BaseEstimator):
         self : object
             The fitted explainer.
         """
-        if self.model is None:
-            raise ValueError("model must be given: a PyTorch or Keras model; got model=None.")
-        self.backend_ = get_backend(self.model, self.backend)
-        self.bound_ = self.backend_.bind(
-            self.model, layer=self.layer, output=self.output, device=self.device
-        )
-        X = check_images(X, self.bound_)
+        X = self._bind(X, output=self.output)
         with self.bound_ as bound:
             x = bound.asarray(X[:1])
             a, context = bound.trunk(x)
             out = bound.head(a, context)
             self._check_feature_map(a)
-            self.input_shape_ = X.shape[1:]
             self.layer_shape_ = tuple(int(s) for s in a.shape[1:])
             self.n_outputs_ = int(out.shape[1])
             self._fit_bound(bound, X[:1], a, context, out)
@@ -144,18 +118,9 @@ class BaseExplainer(TransformerMixin, BaseEstimator):
         -------
         Explanation
         """
-        check_is_fitted(self)
+        X = self._check_fitted_images(X)
         bound = self.bound_
-        X = check_images(X, bound)
         channel = bound.input_channel_axis % X.ndim
-        if (
-            X.shape[channel] != self.input_shape_[channel - 1]
-            or X.ndim != len(self.input_shape_) + 1
-        ):
-            raise ValueError(
-                f"X must have the layout seen in fit, per-image shape like {self.input_shape_}; "
-                f"got {X.shape[1:]} (channels on axis {channel})."
-            )
         if targets is not None:
             if not self._uses_targets():
                 raise ValueError(
@@ -233,31 +198,3 @@ class BaseExplainer(TransformerMixin, BaseEstimator):
         """
         self.fit(X, **fit_params)
         return self.transform(X, targets=y if self._uses_targets() else None)
-
-    def set_output(self, *, transform: str | None = None) -> BaseExplainer:
-        """Accept ``Pipeline.set_output``; heatmaps stay NumPy arrays.
-
-        Heatmaps are (n, H, W) or (n, k, H, W) arrays, which no DataFrame can hold, so the
-        setting only matters for the steps after the explainer (:class:`HeatmapBoxes`).
-
-        Parameters
-        ----------
-        transform : {"default", "pandas", "polars"}, default=None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-        """
-        return self
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"requires_y": False, "stateless": False}
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.target_tags.required = False
-        tags.non_deterministic = False
-        return tags

@@ -7,22 +7,17 @@ that pools them (:class:`~sklearn_caf.BRNPAPooling`) and classifies the result.
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import _fit_context
 
-from ._base import BaseExplainer
-from ._validation import check_images
-from .backend import get_backend
+from ._model_estimator import ModelEstimator
 
 __all__ = ["FeatureMapExtractor"]
 
 
-class FeatureMapExtractor(TransformerMixin, BaseEstimator):
+class FeatureMapExtractor(ModelEstimator):
     """The feature maps of a model's layer, for images given in batches.
 
     ``fit`` binds the model (picks its backend, splits it at ``layer``); ``transform`` runs
@@ -78,15 +73,6 @@ class FeatureMapExtractor(TransformerMixin, BaseEstimator):
     (5, 4, 8, 8)
     """
 
-    _parameter_constraints: dict = {
-        "model": "no_validation",
-        "layer": [str, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": "no_validation",
-        "backend": "no_validation",
-        "verbose": ["verbose"],
-    }
-
     def __init__(
         self,
         *,
@@ -104,9 +90,6 @@ class FeatureMapExtractor(TransformerMixin, BaseEstimator):
         self.backend = backend
         self.verbose = verbose
 
-    # Extracting never changes the weights: clones (one per grid-search fold) share the model.
-    __sklearn_clone__ = BaseExplainer.__sklearn_clone__
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> FeatureMapExtractor:
         """Bind the model at ``layer`` and check it on the first image.
@@ -123,16 +106,9 @@ class FeatureMapExtractor(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        if self.model is None:
-            raise ValueError("model must be given: a PyTorch or Keras model; got model=None.")
-        self.backend_ = get_backend(self.model, self.backend)
-        self.bound_ = self.backend_.bind(
-            self.model, layer=self.layer, output=None, device=self.device
-        )
-        X = check_images(X, self.bound_)
+        X = self._bind(X)
         with self.bound_ as bound:
             a, _ = bound.trunk(bound.asarray(X[:1]))
-        self.input_shape_ = X.shape[1:]
         self.layer_shape_ = tuple(int(s) for s in a.shape[1:])
         self.channel_axis_ = self.bound_.channel_axis
         return self
@@ -150,14 +126,8 @@ class FeatureMapExtractor(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_images, \\*layer_shape\\_), float32
             In the framework's layout (channels on ``channel_axis_``).
         """
-        check_is_fitted(self)
+        X = self._check_fitted_images(X)
         bound = self.bound_
-        X = check_images(X, bound)
-        if X.ndim != len(self.input_shape_) + 1:
-            raise ValueError(
-                f"X must have the layout seen in fit, per-image shape like {self.input_shape_}; "
-                f"got {X.shape[1:]}."
-            )
         parts = []
         with bound:
             for start in range(0, X.shape[0], self.batch_size):
@@ -167,28 +137,3 @@ class FeatureMapExtractor(TransformerMixin, BaseEstimator):
                 if self.verbose:
                     print(f"[FeatureMapExtractor] {stop}/{X.shape[0]} images")
         return np.concatenate(parts)
-
-    def set_output(self, *, transform: str | None = None) -> FeatureMapExtractor:
-        """Accept ``Pipeline.set_output``; feature maps stay NumPy arrays.
-
-        Parameters
-        ----------
-        transform : {"default", "pandas", "polars"}, default=None
-            Ignored: (n, C, h, w) feature maps fit no DataFrame.
-
-        Returns
-        -------
-        self : object
-        """
-        return self
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"requires_y": False, "stateless": False}
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.target_tags.required = False
-        tags.non_deterministic = False
-        return tags

@@ -1,0 +1,100 @@
+"""What every estimator that runs a user's model shares: binding it, cloning, input checks."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_images
+from .backend import get_backend
+
+
+class ModelEstimator(TransformerMixin, BaseEstimator):
+    """Base of the transformers that run a model split at a layer (explainers, extractors).
+
+    It holds the parameters they all take (``model``, ``layer``, ``batch_size``,
+    ``device``, ``backend``, ``verbose``), binds the model in :meth:`_bind`, checks images
+    against what :meth:`fit` saw, and clones without copying the model.
+    """
+
+    _parameter_constraints: dict = {
+        "model": "no_validation",
+        "layer": [str, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": "no_validation",
+        "backend": "no_validation",
+        "verbose": ["verbose"],
+    }
+
+    def __sklearn_clone__(self):
+        # These estimators never change the model's weights, so every clone (one per
+        # grid-search fold, say) shares it instead of deep-copying a large network.
+        params = self.get_params(deep=False)
+        new = type(self)(
+            **{k: v if k == "model" else clone(v, safe=False) for k, v in params.items()}
+        )
+        for attr in ("_metadata_request", "_sklearn_output_config"):
+            if hasattr(self, attr):
+                setattr(new, attr, copy.deepcopy(getattr(self, attr)))
+        return new
+
+    def _bind(self, X: Any, *, output: Any = None) -> np.ndarray:
+        """Pick the backend, split the model at ``layer``; return ``X`` checked."""
+        if self.model is None:
+            raise ValueError("model must be given: a PyTorch or Keras model; got model=None.")
+        self.backend_ = get_backend(self.model, self.backend)
+        self.bound_ = self.backend_.bind(
+            self.model, layer=self.layer, output=output, device=self.device
+        )
+        X = check_images(X, self.bound_)
+        self.input_shape_ = X.shape[1:]
+        return X
+
+    def _check_fitted_images(self, X: Any) -> np.ndarray:
+        """``X`` checked, with the rank and channel count seen in fit."""
+        check_is_fitted(self)
+        X = check_images(X, self.bound_)
+        channel = self.bound_.input_channel_axis % X.ndim
+        if (
+            X.ndim != len(self.input_shape_) + 1
+            or X.shape[channel] != self.input_shape_[channel - 1]
+        ):
+            raise ValueError(
+                f"X must have the layout seen in fit, per-image shape like {self.input_shape_}; "
+                f"got {X.shape[1:]} (channels on axis {channel})."
+            )
+        return X
+
+    def set_output(self, *, transform: str | None = None) -> ModelEstimator:
+        """Accept ``Pipeline.set_output``; the output stays a NumPy array.
+
+        Heatmaps and feature maps have more than two axes, which no DataFrame can hold, so
+        the setting only matters for the steps after this one (:class:`HeatmapBoxes`, say).
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"}, default=None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        return self
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"requires_y": False, "stateless": False}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.target_tags.required = False
+        tags.non_deterministic = False
+        return tags
