@@ -108,6 +108,8 @@ class BoundModel(Protocol):
     # Optional: ``fori_loop(n, body, init)``, ``jax.lax.fori_loop``'s semantics:
     # ``body(i, carry) -> carry`` for ``i = 0 .. n - 1``, ``carry`` a tuple of tensors whose
     # shapes do not change, ``n`` an int (or a scalar tensor inside a compiled function).
+    # ``i`` is an integer scalar (a Python int, or an int tensor when compiled) meant for
+    # indexing tensors (``step_sizes[i]``), not for arithmetic with float tensors.
     # A compiling backend makes it one loop of the compiled function (``tf.while_loop``),
     # so that a whole stretch of Adam iterations is one call; without it the core loops in
     # Python.

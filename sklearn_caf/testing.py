@@ -328,6 +328,49 @@ def _check_value_and_grad(
     )
 
 
+def _check_fori_loop(check: _Checker, bound: Any, seed: int) -> None:
+    """The optional ``fori_loop(n, body, init)``: ``body`` runs for i = 0 .. n - 1, in order."""
+    fori_loop = getattr(bound, "fori_loop", None)
+    if fori_loop is None:
+        return
+    rng = np.random.default_rng(seed)
+    x_np = rng.standard_normal((3, 4)).astype(np.float32)
+    coef_np = rng.standard_normal(5).astype(np.float32)
+    coef = bound.asarray(coef_np)
+
+    # ``i`` is an integer scalar used as an index (as the core uses it: the i-th step
+    # size). The recurrence does not commute in i, so steps run out of order, or too
+    # often, show.
+    def body(i, carry):
+        (acc,) = carry
+        return (acc * 0.5 + x * coef[i],)
+
+    def expected(n: int) -> np.ndarray:
+        acc = np.zeros_like(x_np, dtype=np.float64)
+        for i in range(n):
+            acc = acc * 0.5 + x_np * coef_np[i]
+        return acc
+
+    x = bound.asarray(x_np)
+    runners = [("fori_loop", lambda n, x0: fori_loop(n, body, (x0,)))]
+    compile_ = getattr(bound, "compile", None)
+    if compile_ is not None:
+        runners.append(("compile(fori_loop)", compile_(lambda n, x0: fori_loop(n, body, (x0,)))))
+    for name, run in runners:
+        for n in (0, 1, 5):
+            result = check.call(f"{name}(n={n})", run, n, bound.zeros_like(x))
+            check.require(
+                isinstance(result, (tuple, list)) and len(result) == 1,
+                f"{name} must return the carry, a tuple like init; got {type(result).__name__}.",
+            )
+            check.close(
+                check.numpy(bound, result[0], f"{name}'s carry"),
+                expected(n),
+                f"{name}(n={n}) vs a Python loop",
+                rtol=1e-5,
+            )
+
+
 def _check_ops(check: _Checker, bound: Any, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x_np = rng.standard_normal((4, 3, 5, 6)).astype(np.float32)
@@ -548,6 +591,8 @@ def check_backend(
       function of the protocol's ops, and finite differences through ``head``; where the
       bound model has the optional ``compile(fn)``, the compiled function gives the same
       values and gradients, for two batch sizes and a Python float argument;
+    - where the bound model has the optional ``fori_loop(n, body, init)``, it runs ``body``
+      for ``i = 0 .. n - 1`` in order (``n = 0`` included), also inside ``compile``;
     - ``take``, ``sum``, ``mean`` (int, negative and tuple axes, ``keepdims``), ``sqrt``,
       ``abs``, ``relu``, ``expand_dims``, ``zeros_like`` and ``+ - * /`` agree with NumPy;
     - ``to_numpy(asarray(x))`` round-trips float32 exactly, and ``asarray`` casts float64,
@@ -594,6 +639,7 @@ def check_backend(
     with bound:
         _, a, context, _, out_np = _check_split(check, bound, images, layer)
         _check_value_and_grad(check, bound, a, context, out_np, random_state)
+        _check_fori_loop(check, bound, random_state)
         _check_ops(check, bound, random_state)
         _check_arrays(check, bound, random_state)
     _check_context(check, bound, model, images, out_np, snapshot)

@@ -301,6 +301,13 @@ def _value_and_double_grad(self, fn, x):
     return value, 2 * grad
 
 
+def _fori_loop_backwards(self, n, body, init):
+    carry = tuple(init)
+    for i in reversed(range(int(n))):
+        carry = tuple(body(i, carry))
+    return carry
+
+
 def _bind_unknown_keyerror(self, model, *, layer, output=None, device="auto"):
     if layer not in dict(model.named_modules()):
         raise KeyError(layer)
@@ -321,6 +328,7 @@ def _bind_unknown_keyerror(self, model, *, layer, output=None, device="auto"):
         ({"take": _take_sorted}, "take"),
         ({"to_numpy": lambda self, t: t.detach().double().numpy()}, "float32"),
         ({"value_and_grad": _value_and_double_grad}, "value_and_grad"),
+        ({"fori_loop": _fori_loop_backwards}, "fori_loop"),
         ({"__exit__": _exit_without_restore_on_error}, "restore"),
         ({"__exit__": _exit_swallowing}, "swallow"),
         ({"backend": {"bind": _bind_unknown_keyerror}}, "ValueError naming the layer"),
