@@ -84,8 +84,7 @@ class BaseExplainer(ModelEstimator):
         """
         X = self._bind(X, output=self.output)
         with self.bound_ as bound:
-            x = bound.asarray(X[:1])
-            a, context = bound.trunk(x)
+            a, context = self._first_pass(bound, X)
             out = bound.head(a, context)
             self._check_feature_map(a)
             self.layer_shape_ = tuple(int(s) for s in a.shape[1:])

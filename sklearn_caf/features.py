@@ -108,7 +108,7 @@ class FeatureMapExtractor(ModelEstimator):
         """
         X = self._bind(X)
         with self.bound_ as bound:
-            a, _ = bound.trunk(bound.asarray(X[:1]))
+            a, _ = self._first_pass(bound, X)
         self.layer_shape_ = tuple(int(s) for s in a.shape[1:])
         self.channel_axis_ = self.bound_.channel_axis
         return self

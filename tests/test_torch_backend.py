@@ -794,3 +794,41 @@ def test_adam_without_fori_loop_matches_the_backend_loop():
     np.testing.assert_array_equal(without.n_iter, with_loop.n_iter)
     assert len(set(with_loop.n_iter.ravel())) > 1  # rows drop out at different checks
     np.testing.assert_allclose(without.maps, with_loop.maps, atol=1e-6)
+
+
+def _double_and_single_nets():
+    torch = _torch()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    )
+    return net, copy.deepcopy(net).double()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda net: L2CAFExplainer(model=net, layer="1", solver="exact"),
+        lambda net: L2CAFExplainer(model=net, layer="1", solver="adam", max_iter=200),
+        lambda net: GradCAMExplainer(model=net, layer="1", top_k=2),
+    ],
+)
+def test_float64_models_explain_in_their_own_dtype(make):
+    net, net64 = _double_and_single_nets()
+    X = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    single = make(net).fit(X).explain(X)
+    double = make(net64).fit(X).explain(X)
+    assert double.heatmaps.dtype == np.float32
+    assert next(net64.parameters()).dtype == _torch().float64  # the model is left as it was
+    np.testing.assert_allclose(double.maps, single.maps, atol=1e-4)
+
+
+def test_images_the_model_cannot_take_are_a_value_error_at_fit():
+    net, _ = _double_and_single_nets()
+    X = np.random.default_rng(0).random((2, 4, 8, 8), dtype=np.float32)  # 4 channels, not 3
+    with pytest.raises(ValueError, match=r"per-image shape \(4, 8, 8\).*channel count"):
+        L2CAFExplainer(model=net, layer="1").fit(X)

@@ -88,6 +88,10 @@ class TorchBoundModel:
             # Explaining never changes the user's model, so run on a copy on that device.
             model = copy.deepcopy(model).to(self.device)
         self.model, self.layer, self.output = model, layer, output
+        # Inputs and filters follow the model's floating dtype (float64 models work;
+        # float32 otherwise, as for a model without parameters).
+        floats = [t.dtype for t in tensors if t.is_floating_point()]
+        self.dtype = floats[0] if floats else torch.float32
         self._depth = 0
         with self:  # trace in eval mode: ``self.training`` branches are fixed at trace time
             self._trunk, self._head = split_graph(model, layer)
@@ -114,14 +118,16 @@ class TorchBoundModel:
     # -- model -------------------------------------------------------------------------------
     def asarray(self, x: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
-            x = x.detach().to(self.device, torch.float32)
+            x = x.detach().to(self.device, self.dtype)
             # Tensors made under inference_mode cannot enter autograd; a copy can.
             return x.clone() if x.is_inference() else x
-        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device).to(self.dtype)
 
     def to_numpy(self, t: Any) -> np.ndarray:
         if isinstance(t, torch.Tensor):
-            return t.detach().cpu().numpy()
+            t = t.detach().cpu()
+            # NumPy has no bfloat16; half precision is widened for the host.
+            return (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy()
         return np.asarray(t)
 
     @torch.no_grad()
