@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
@@ -70,41 +71,31 @@ class _FilterLoss:
         return bound.sum(out * target, axis=1)
 
 
+@dataclass
 class _FilterProblem:
-    """The L2-CAF losses of a batch of filters, one per row (image, target).
+    """The L2-CAF losses of a batch of filters, one row per (image, target)."""
 
-    ``data`` holds ``"x"`` (vanilla) or ``"a"`` and ``"context"`` (fast), and
-    ``"reference"`` (class-oblivious) or ``"weights"`` (class-specific).
-    """
-
-    def __init__(self, explainer: L2CAFExplainer, bound: Any, rows: np.ndarray, data: dict):
-        self.ex, self.bound, self.rows, self.data = explainer, bound, rows, data
-        self.loss_fn = explainer._filter_loss(bound, vanilla="x" in data)
+    bound: Any
+    loss_fn: _FilterLoss
+    features: Any  # the layer's feature maps (fast) or the images (vanilla), one per row
+    context: tuple = ()
+    target: Any = None  # unfiltered outputs (class-oblivious) or class weights (specific)
 
     @property
     def args(self) -> tuple:
-        data = self.data
-        features = data["x"] if "x" in data else data["a"]
-        target = data.get("reference", data.get("weights"))
-        return features, tuple(data.get("context", ())), target
+        return self.features, self.context, self.target
 
     def take(self, keep: np.ndarray) -> _FilterProblem:
-        bound = self.bound
-        data = {
-            key: (
-                tuple(bound.take(c, keep) for c in value)
-                if isinstance(value, tuple)
-                else value[keep]
-                if isinstance(value, np.ndarray)
-                else bound.take(value, keep)
-            )
-            for key, value in self.data.items()
-        }
-        return _FilterProblem(self.ex, bound, self.rows[keep], data)
+        take = self.bound.take
+        return replace(
+            self,
+            features=take(self.features, keep),
+            context=tuple(take(c, keep) for c in self.context),
+            target=None if self.target is None else take(self.target, keep),
+        )
 
     def outputs(self, f: Any) -> Any:
-        features, context, _ = self.args
-        return self.loss_fn.outputs(f, features, context)
+        return self.loss_fn.outputs(f, self.features, self.context)
 
     def loss(self, f: Any) -> Any:
         return self.loss_fn(f, *self.args)
@@ -277,8 +268,12 @@ class L2CAFExplainer(BaseExplainer):
             self.learning_rate, self.final_learning_rate, self.max_iter, self.tol, self.check_every
         )
 
-    def _filter_loss(self, bound: Any, vanilla: bool) -> _FilterLoss:
-        return self._solver_parts(bound, vanilla)[0]
+    def _filter_problem(
+        self, bound: Any, features: Any, context: tuple = (), target: Any = None
+    ) -> _FilterProblem:
+        """The problem on rows of ``features`` (the images for ``variant="vanilla"``)."""
+        loss_fn, _ = self._solver_parts(bound, vanilla=self.variant == "vanilla")
+        return _FilterProblem(bound, loss_fn, features, tuple(context), target)
 
     def _solver_parts(self, bound: Any, vanilla: bool) -> tuple[_FilterLoss, Any]:
         """The loss and the (compiled) Adam iterations, made once per configuration and bound
@@ -370,19 +365,16 @@ class L2CAFExplainer(BaseExplainer):
             todo = np.flatnonzero(~solved)
         if todo.size:
             sel = rows[todo]
-            data: dict = {}
-            if self.variant == "vanilla":
-                data["x"] = bound.take(x, sel)
-            else:
-                data["a"] = bound.take(a, sel)
-                data["context"] = tuple(bound.take(c, sel) for c in context)
             if self.objective == "class-oblivious":
-                data["reference"] = bound.take(out, sel)
+                target = bound.take(out, sel)
             else:
-                data["weights"] = bound.asarray(
-                    1 - 2 * _one_hot(targets.reshape(-1)[todo], self.n_outputs_)
-                )
-            problem = _FilterProblem(self, bound, todo, data)
+                classes = targets.reshape(-1)[todo]
+                target = bound.asarray(1 - 2 * _one_hot(classes, self.n_outputs_))
+            if self.variant == "vanilla":
+                problem = self._filter_problem(bound, bound.take(x, sel), (), target)
+            else:
+                ctx = tuple(bound.take(c, sel) for c in context)
+                problem = self._filter_problem(bound, bound.take(a, sel), ctx, target)
             schedule = self._schedule()
             _, step = self._solver_parts(bound, vanilla=self.variant == "vanilla")
             f0 = bound.asarray(self._initial_filters(todo.size, spatial, rng))

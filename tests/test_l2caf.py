@@ -32,7 +32,6 @@ from conftest import (  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sklearn_caf import L2CAFExplainer  # noqa: E402
-from sklearn_caf._l2caf import _FilterProblem  # noqa: E402
 
 F = torch.nn.functional
 
@@ -205,12 +204,7 @@ def test_adam_reaches_a_lower_loss_than_the_initial_filter_on_a_non_affine_head(
     with ex.bound_ as bound:
         x = bound.asarray(kit.x(X))
         a, context = bound.trunk(x)
-        problem = _FilterProblem(
-            ex,
-            bound,
-            np.arange(3),
-            {"a": a, "context": context, "reference": bound.head(a, context)},
-        )
+        problem = ex._filter_problem(bound, a, context, bound.head(a, context))
         start = bound.to_numpy(problem.loss(bound.asarray(np.ones((3, 8, 8), np.float32))))
         end = bound.to_numpy(problem.loss(bound.asarray(e.maps[:, 0])))
     assert (end < 0.9 * start).all()
@@ -243,7 +237,7 @@ def test_filtered_output_depends_only_on_the_direction(layer, scale, seed, kit):
     f = rng.standard_normal((2, 8, 8)).astype(np.float32)
     with ex.bound_ as bound:
         a, context = bound.trunk(bound.asarray(kit.x(X)))
-        problem = _FilterProblem(ex, bound, np.arange(2), {"a": a, "context": context})
+        problem = ex._filter_problem(bound, a, context)
         out = bound.to_numpy(problem.outputs(bound.asarray(f)))
         scaled = bound.to_numpy(problem.outputs(bound.asarray(scale * f)))
         other = bound.to_numpy(problem.outputs(bound.asarray(np.ones_like(f))))
@@ -264,7 +258,7 @@ def test_filtered_output_is_the_head_on_unit_filtered_features(kit):
     expected = pooled @ model.fc.weight.detach().numpy().T + model.fc.bias.detach().numpy()
     with ex.bound_ as bound:
         a, context = bound.trunk(bound.asarray(kit.x(X)))
-        problem = _FilterProblem(ex, bound, np.arange(3), {"a": a, "context": context})
+        problem = ex._filter_problem(bound, a, context)
         assert_allclose(
             bound.to_numpy(problem.outputs(bound.asarray(f))), expected, rtol=1e-4, atol=1e-6
         )
@@ -518,12 +512,7 @@ def test_more_iterations_lower_the_loss(kit):
         maps = quiet(ex.explain, X).maps[:, 0]
         with ex.bound_ as bound:
             a, context = bound.trunk(bound.asarray(kit.x(X)))
-            problem = _FilterProblem(
-                ex,
-                bound,
-                np.arange(3),
-                {"a": a, "context": context, "reference": bound.head(a, context)},
-            )
+            problem = ex._filter_problem(bound, a, context, bound.head(a, context))
             return bound.to_numpy(problem.loss(bound.asarray(maps)))
 
     assert (loss(300) < loss(5)).all()
