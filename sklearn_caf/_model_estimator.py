@@ -44,6 +44,24 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
                 setattr(new, attr, copy.deepcopy(getattr(self, attr)))
         return new
 
+    # A bound model holds traced graphs and compiled functions that do not pickle; they are
+    # rebuilt from the model (which does) when a fitted estimator is unpickled.
+    _UNPICKLED = ("bound_", "_solver_cache", "_cam_cache")
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in self._UNPICKLED}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "backend_" in state:
+            self.bound_ = self.backend_.bind(
+                self.model,
+                layer=self.layer,
+                output=getattr(self, "output", None),
+                device=self.device,
+            )
+
     def _bind(self, X: Any, *, output: Any = None) -> np.ndarray:
         """Pick the backend, split the model at ``layer``; return ``X`` checked."""
         if self.model is None:
