@@ -23,6 +23,7 @@ __all__ = [
     "available_backends",
     "get_backend",
     "register_backend",
+    "select_output",
 ]
 
 ENTRY_POINT_GROUP = "sklearn_caf.backends"
@@ -131,6 +132,52 @@ class BoundModel(Protocol):
     def expand_dims(self, x: Any, axis: int) -> Any: ...
 
     def zeros_like(self, x: Any) -> Any: ...
+
+
+def select_output(out: Any, output: Any, *, is_tensor: Callable[[Any], bool]) -> Any:
+    """The tensor that ``output=`` picks from a model's raw output, for backends.
+
+    Every explainer's ``output`` parameter means the same on every backend: ``None`` (the
+    model returns a tensor), an index into a tuple or list, a key into a dict, or a
+    callable applied to whatever the model returns.
+
+    Parameters
+    ----------
+    out : object
+        What the model (or its head) returned.
+    output : None, int, str or callable
+        The explainer's ``output`` parameter.
+    is_tensor : callable
+        Whether an object is a tensor of the backend's framework.
+
+    Returns
+    -------
+    tensor
+        The selected tensor, unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_caf.backend import select_output
+    >>> raw = {"logits": np.zeros((2, 3)), "features": np.ones((2, 5))}
+    >>> select_output(raw, "logits", is_tensor=lambda t: isinstance(t, np.ndarray)).shape
+    (2, 3)
+    """
+    if callable(output):
+        out = output(out)
+    elif output is not None:
+        try:
+            out = out[output]
+        except (KeyError, IndexError, TypeError) as exc:
+            keys = list(out.keys()) if isinstance(out, dict) else f"indices 0..{len(out) - 1}"
+            raise ValueError(f"output={output!r} is not in the model's output ({keys}).") from exc
+    if not is_tensor(out):
+        hint = f" keys {list(out)}" if isinstance(out, dict) else ""
+        raise ValueError(
+            f"the model returns a {type(out).__name__}{hint}; pick the tensor to explain with "
+            f"output= (an index, a key or a callable)."
+        )
+    return out
 
 
 def register_backend(name: str, backend: Any) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from sklearn_caf.backend import select_output
+
 from ._split import make_split
 
 
@@ -37,22 +39,7 @@ def resolve_device(device: Any) -> str:
 
 
 def _select_output(out: Any, output: Any) -> tf.Tensor:
-    if callable(output):
-        out = output(out)
-    elif output is not None:
-        try:
-            out = out[output]
-        except (KeyError, IndexError, TypeError) as exc:
-            keys = list(out.keys()) if isinstance(out, dict) else f"indices 0..{len(out) - 1}"
-            raise ValueError(f"output={output!r} is not in the model's output ({keys}).") from exc
-    if not tf.is_tensor(out):
-        kind = type(out).__name__
-        hint = f" keys {list(out)}" if isinstance(out, dict) else ""
-        raise ValueError(
-            f"the model returns a {kind}{hint}; pick the tensor to explain with output= (an "
-            f"index, a key or a callable)."
-        )
-    out = tf.cast(out, tf.float32)
+    out = tf.cast(select_output(out, output, is_tensor=tf.is_tensor), tf.float32)
     return tf.reshape(out, (tf.shape(out)[0], -1))
 
 

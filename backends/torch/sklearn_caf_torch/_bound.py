@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sklearn_caf.backend import select_output
+
 from ._split import split_graph
 
 
@@ -57,21 +59,7 @@ class _ModelState:
 
 
 def _select_output(out: Any, output: Any) -> torch.Tensor:
-    if callable(output):
-        out = output(out)
-    elif output is not None:
-        try:
-            out = out[output]
-        except (KeyError, IndexError, TypeError) as exc:
-            keys = list(out.keys()) if isinstance(out, dict) else f"indices 0..{len(out) - 1}"
-            raise ValueError(f"output={output!r} is not in the model's output ({keys}).") from exc
-    if not isinstance(out, torch.Tensor):
-        kind = type(out).__name__
-        hint = f" keys {list(out)}" if isinstance(out, dict) else ""
-        raise ValueError(
-            f"the model returns a {kind}{hint}; pick the tensor to explain with output= (an "
-            f"index, a key or a callable)."
-        )
+    out = select_output(out, output, is_tensor=lambda t: isinstance(t, torch.Tensor))
     return out.reshape(out.shape[0], -1)
 
 
