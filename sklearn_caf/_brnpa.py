@@ -99,6 +99,14 @@ class NumpyOps:
         return check_random_state(rng).random_sample(like.shape).astype(like.dtype)
 
 
+def check_layer_params(n_parts: Any, selection: str) -> None:
+    """The checks every trainable BR-NPA layer makes on its arguments (torch, Keras)."""
+    if not isinstance(n_parts, int) or isinstance(n_parts, bool) or n_parts < 1:
+        raise ValueError(f"n_parts must be a positive int; got {n_parts!r}.")
+    if selection not in ("active", "random"):
+        raise ValueError(f"selection must be 'active' or 'random'; got {selection!r}.")
+
+
 def representative_vectors(
     x: Any,
     n_parts: int,

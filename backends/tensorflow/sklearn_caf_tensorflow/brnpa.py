@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from sklearn_caf._brnpa import EPS, representative_vectors
+from sklearn_caf._brnpa import EPS, check_layer_params, representative_vectors
 
 __all__ = ["BRNPAPooling2D", "TensorflowOps", "distillation_loss", "reduce_stride"]
 
@@ -108,10 +108,7 @@ class BRNPAPooling2D(keras.layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if not isinstance(n_parts, int) or isinstance(n_parts, bool) or n_parts < 1:
-            raise ValueError(f"n_parts must be a positive int; got {n_parts!r}.")
-        if selection not in ("active", "random"):
-            raise ValueError(f"selection must be 'active' or 'random'; got {selection!r}.")
+        check_layer_params(n_parts, selection)
         self.n_parts = n_parts
         self.selection = selection
         self.refine = bool(refine)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from sklearn_caf._brnpa import EPS, representative_vectors
+from sklearn_caf._brnpa import EPS, check_layer_params, representative_vectors
 
 from ._ops import TorchOps
 
@@ -86,10 +86,7 @@ class BRNPAPool2d(nn.Module):
         return_maps: bool = False,
     ):
         super().__init__()
-        if not isinstance(n_parts, int) or isinstance(n_parts, bool) or n_parts < 1:
-            raise ValueError(f"n_parts must be a positive int; got {n_parts!r}.")
-        if selection not in ("active", "random"):
-            raise ValueError(f"selection must be 'active' or 'random'; got {selection!r}.")
+        check_layer_params(n_parts, selection)
         self.n_parts = n_parts
         self.selection = selection
         self.refine = bool(refine)
