@@ -77,13 +77,17 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
     def _first_pass(self, bound: Any, X: np.ndarray) -> tuple[Any, tuple]:
         """The trunk on ``X[:1]``; a model that cannot take ``X`` is the caller's input error."""
         try:
-            return bound.trunk(bound.asarray(X[:1]))
+            result = bound.trunk(bound.asarray(X[:1]))
         except Exception as exc:
             raise ValueError(
                 f"X (per-image shape {X.shape[1:]}) cannot be run through the model up to "
                 f"layer={self.layer!r}; check its layout and channel count. The model said: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        # How the backend split the model (torch: "fx", "export", "hooks"), once it has seen
+        # an input; backends that split one way only may not say.
+        self.split_ = getattr(bound, "split_method", None)
+        return result
 
     def _check_fitted_images(self, X: Any) -> np.ndarray:
         """``X`` checked, with the rank and channel count seen in fit."""

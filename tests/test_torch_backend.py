@@ -467,9 +467,19 @@ def test_split_output_independent_of_layer():
         _split_output(_models().SideBranch().eval(), "side", _images())
 
 
-def test_split_untraceable():
-    with pytest.raises(ValueError, match=r"torch\.fx"):
-        _split_output(_models().Untraceable().eval(), "conv", _images())
+def test_split_untraceable_falls_back_to_hooks():
+    """Control flow on a tensor's value: no tracer can split the model, forward hooks can."""
+    from sklearn.exceptions import EfficiencyWarning
+
+    model = _models().Untraceable().eval()
+    x = _images()
+    with pytest.warns(EfficiencyWarning, match=r"torch\.fx: TraceError"):
+        out, _ = _split_output(model, "conv", x)
+    _assert_close(out, _reference(model, x))
+    rows = np.array([3, 1, 1])
+    with pytest.warns(EfficiencyWarning):
+        out_rows, _ = _split_output(model, "conv", x, rows=rows)
+    _assert_close(out_rows, _reference(model, x)[rows])
 
 
 # -- Devices -------------------------------------------------------------------------------------

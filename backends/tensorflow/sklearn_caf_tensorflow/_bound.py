@@ -131,6 +131,13 @@ class TensorflowBoundModel:
                 f"input {expected}; got images of shape {got}.{hint}"
             )
 
+    @property
+    def split_method(self) -> str:
+        """How the model is split: ``"graph"`` (the recorded graph of a Functional or
+        Sequential model), ``"intercept"`` (a layer of a subclassed model, intercepted) or
+        ``"input"`` (``layer=None``)."""
+        return self._split.method
+
     def trunk(self, x: tf.Tensor) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
         self._check_input(x)
         a, context = self._split.trunk(x)

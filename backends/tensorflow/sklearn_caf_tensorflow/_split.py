@@ -192,6 +192,7 @@ class Split:
     """
 
     def __init__(self, model: Any, layer: str | None):
+        self.method = "graph" if layer is not None else "input"
         if layer is not None:
             resolve_layer(model, layer)
         flat = _Flattener(None if layer is None else layer.split(SEP))
@@ -287,6 +288,8 @@ class InterceptSplit:
     the interception happens at trace time, which is when Python code runs, so the
     compiled graph holds the substituted call and no interception is needed when it runs.
     """
+
+    method = "intercept"
 
     def __init__(self, model: Any, layer: str):
         self.model, self.path = model, layer

@@ -15,8 +15,21 @@ __all__ = ["TorchBackend"]
 class TorchBackend:
     """Runs sklearn-caf's methods on ``torch.nn.Module`` models.
 
-    The model is split at a layer with ``torch.fx``: the trunk (input -> layer) runs once
-    per batch, the head (layer -> output) as often as a method needs.
+    The model is split at a layer into a trunk (input -> layer), run once per batch, and a
+    head (layer -> output), run as often as a method needs. The split is made by tracing
+    the model, which keeps it exact and fast, and checked against the model itself on the
+    first input: torch.fx first; where fx cannot trace ``forward`` (control flow on shapes,
+    assertions), ``torch.export`` on the first real input; and where no tracer can (control
+    flow on tensor values, ``.item()``), forward hooks on the real model, as Captum does,
+    with an ``EfficiencyWarning``: the hooks' head reruns the model from its input. The
+    fitted explainer's ``split_`` says which was used. In-place operations (``ReLU(inplace=
+    True)``) are safe in every case.
+
+    Parameters
+    ----------
+    split : {"auto", "fx", "export", "hooks"}, default="auto"
+        ``"auto"`` tries fx, then export, then hooks. The others use that method only, and
+        raise a ``ValueError`` when it cannot split the model (``"hooks"`` always can).
 
     Examples
     --------
@@ -29,6 +42,13 @@ class TorchBackend:
     name = "torch"
     framework = "torch"
 
+    _SPLITS = ("auto", "fx", "export", "hooks")
+
+    def __init__(self, split: str = "auto"):
+        if split not in self._SPLITS:
+            raise ValueError(f"split must be one of {', '.join(self._SPLITS)}; got {split!r}.")
+        self.split = split
+
     def accepts(self, model: Any) -> bool:
         """True for ``torch.nn.Module`` instances (only checked once torch is imported)."""
         torch = sys.modules.get("torch")
@@ -38,7 +58,7 @@ class TorchBackend:
         """Split ``model`` at ``layer``; see :class:`sklearn_caf.backend.Backend`."""
         from ._bound import TorchBoundModel
 
-        return TorchBoundModel(model, layer=layer, output=output, device=device)
+        return TorchBoundModel(model, layer=layer, output=output, device=device, split=self.split)
 
     def __repr__(self) -> str:
-        return "TorchBackend()"
+        return "TorchBackend()" if self.split == "auto" else f"TorchBackend(split={self.split!r})"

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import EfficiencyWarning
+from torch.utils import _pytree as pytree
 
 from sklearn_caf.backend import select_output
 
-from ._split import split_graph
+from ._split import (
+    HookSplit,
+    InputSplit,
+    TraceFailure,
+    check_layer,
+    export_split,
+    fx_split,
+)
 
 
 def resolve_device(model: torch.nn.Module, device: Any) -> torch.device:
@@ -69,7 +79,15 @@ class TorchBoundModel:
     channel_axis = 1
     input_channel_axis = 1
 
-    def __init__(self, model: torch.nn.Module, *, layer: str | None, output: Any, device: Any):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        layer: str | None,
+        output: Any,
+        device: Any,
+        split: str = "auto",
+    ):
         self.device = resolve_device(model, device)
         tensors = [*model.parameters(), *model.buffers()]
         if tensors and tensors[0].device != self.device:
@@ -81,8 +99,98 @@ class TorchBoundModel:
         floats = [t.dtype for t in tensors if t.is_floating_point()]
         self.dtype = floats[0] if floats else torch.float32
         self._depth = 0
+        self._failures: list[str] = []
+        self._method = split
+        self._split: Any = None
         with self:  # trace in eval mode: ``self.training`` branches are fixed at trace time
-            self._trunk, self._head = split_graph(model, layer)
+            if layer is None:
+                self._split = InputSplit(model)
+            else:
+                check_layer(model, layer)
+                if split in ("auto", "fx"):
+                    try:
+                        self._split = fx_split(model, layer)
+                    except TraceFailure as exc:
+                        self._failures.append(f"torch.fx: {exc}")
+                        self._refuse_fallback()
+        # A traced split is checked against the model itself on the first real input
+        # (tracers can be wrong without failing: a branch taken at trace time, say).
+        self._verified = layer is None
+
+    @property
+    def split_method(self) -> str | None:
+        """How the model is split: ``"fx"``, ``"export"``, ``"hooks"`` or ``"input"``
+        (``layer=None``); ``None`` until the first input has been seen."""
+        return self._split.method if self._verified else None
+
+    def _refuse_fallback(self) -> None:
+        """With ``TorchBackend(split="fx" | "export")``, no other method may take over."""
+        if self._method in ("fx", "export"):
+            raise ValueError(
+                f"the model cannot be split at layer={self.layer!r} with "
+                f"split={self._method!r} ({'; '.join(self._failures)}); use "
+                f"TorchBackend(split='auto') to fall back to other methods."
+            )
+
+    def _resolve_split(self, x: torch.Tensor) -> None:
+        """Verify the traced split on ``x``, else try torch.export, else fall back to hooks."""
+        if self._split is not None:
+            problem = self._disagreement(self._split, x)
+            if problem is None:
+                self._verified = True
+                return
+            self._failures.append(f"torch.fx: {problem}")
+            self._refuse_fallback()
+        if self._method in ("auto", "export"):
+            try:
+                split = export_split(self.model, self.layer, x)
+            except TraceFailure as exc:
+                self._failures.append(f"torch.export: {exc}")
+            else:
+                problem = self._disagreement(split, x)
+                if problem is None:
+                    self._split, self._verified = split, True
+                    return
+                self._failures.append(f"torch.export: {problem}")
+            self._refuse_fallback()
+        reason = "; ".join(self._failures)
+        split = HookSplit(self.model, self.layer, reason)
+        split.check(x)
+        self._split, self._verified = split, True
+        if self._method == "hooks":
+            return
+        warnings.warn(
+            f"The model could not be split at layer={self.layer!r} by tracing ({reason}). "
+            f"Falling back to forward hooks on the model: the maps are exact, but every "
+            f"evaluation of the head reruns the model from its input, so L2-CAF's fast "
+            f"variant is slower (Grad-CAM costs the same). The fitted explainer's split_ "
+            f"attribute says which split is used.",
+            EfficiencyWarning,
+            stacklevel=2,
+        )
+
+    def _disagreement(self, split: Any, x: torch.Tensor) -> str | None:
+        """Why ``split`` does not reproduce the model on ``x``; ``None`` when it does."""
+        expected = self.model(x.clone())  # an input the model cannot take is the caller's error
+        try:
+            a, context = split.trunk(x)
+            like = torch.zeros((), device=x.device).expand(x.shape)
+            actual = split.head(a, context, like)
+        except Exception as exc:
+            return f"its graph fails on the input ({type(exc).__name__}: {exc})"
+        got, got_spec = pytree.tree_flatten(actual)
+        want, want_spec = pytree.tree_flatten(expected)
+        if got_spec != want_spec:
+            return "its graph returns another structure than the model"
+        for g, w in zip(got, want, strict=True):
+            if not isinstance(w, torch.Tensor):
+                continue
+            if not isinstance(g, torch.Tensor) or g.shape != w.shape:
+                return "its graph returns tensors of other shapes than the model"
+            scale = float(w.detach().abs().max()) if w.numel() else 0.0
+            if not torch.allclose(g, w, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
+                return "its graph computes other values than the model on the input"
+        return None
 
     def __enter__(self) -> TorchBoundModel:
         if self._depth == 0:
@@ -121,13 +229,14 @@ class TorchBoundModel:
     @torch.no_grad()
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         self._input_shape = tuple(x.shape[1:])
-        a, *context = self._trunk(x)
-        return a, tuple(context)
+        if not self._verified:
+            self._resolve_split(x)
+        return self._split.trunk(x)
 
     def head(self, a: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
         # A zero-strided stand-in for the input, for head code that reads its shape.
         like = torch.zeros((), device=a.device).expand(a.shape[0], *self._input_shape)
-        return _select_output(self._head(a, *context, like), self.output)
+        return _select_output(self._split.head(a, context, like), self.output)
 
     def value_and_grad(
         self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
