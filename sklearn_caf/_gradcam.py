@@ -67,10 +67,19 @@ class GradCAMExplainer(BaseExplainer):
     Attributes
     ----------
     backend_ : Backend
+        The backend that runs the model.
     bound_ : BoundModel
+        The model split at ``layer``.
     input_shape_ : tuple
+        Per-image shape seen in fit.
     layer_shape_ : tuple
+        Per-image shape of the layer's feature maps.
     n_outputs_ : int
+        Size of the model's output (classes or embedding dimensions).
+    split_ : str or None
+        How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
+        ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
+        ``"input"`` for ``layer=None``.
 
     See Also
     --------

@@ -176,6 +176,10 @@ class L2CAFExplainer(BaseExplainer):
         Spatial shape of the filter (the layer's feature maps without channels).
     solver_ : {"exact", "adam"}
         The solver used for this model and layer.
+    split_ : str or None
+        How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
+        ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
+        ``"input"`` for ``layer=None``.
 
     See Also
     --------

@@ -57,6 +57,10 @@ class FeatureMapExtractor(ModelEstimator):
     channel_axis_ : int
         Axis of the channels in the output (1 for PyTorch, -1 for Keras): pass it on as
         ``BRNPAPooling(channel_axis=...)``.
+    split_ : str or None
+        How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
+        ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
+        ``"input"`` for ``layer=None``.
 
     See Also
     --------
