@@ -302,7 +302,7 @@ def test_shape_branch_on_the_other_path():
     small, large = _images(2, 8), _images(2, 32, seed=1)
     explainer = GradCAMExplainer(model=model, layer="conv2").fit(small)
     assert explainer.split_ == "export"
-    with pytest.raises(ValueError, match=r"takes another path .*Guard failed"):
+    with pytest.raises(ValueError, match=r"another path through the model.*fit the"):
         explainer.transform(large)
     # Fitted on the large input, it explains it exactly (the branch pools it to 16 x 16).
     explainer.fit(large)
@@ -511,3 +511,19 @@ def test_split_parameter_is_checked():
     with pytest.raises(ValueError, match=r"split must be one of auto, fx, export, hooks"):
         TorchBackend(split="trace")
     assert repr(TorchBackend(split="hooks")) == "TorchBackend(split='hooks')"
+
+
+@pytest.mark.parametrize("cls", [InplaceNet, ShapeBranch, ItemBranch])
+def test_errors_inside_the_model_are_one_clear_error(cls, capfd):
+    """A wrong channel count fails inside the model: one ValueError naming X, and nothing
+    printed by torch.fx (whose GraphModule prints its own traceback when called)."""
+    model = _build(cls)
+    explainer = GradCAMExplainer(model=model, layer="conv2")
+    with pytest.raises(ValueError, match=r"X \(per-image shape \(5, 8, 8\)\) cannot be run"):
+        explainer.fit(np.zeros((2, 5, 8, 8), np.float32))
+    assert capfd.readouterr().err == ""
+    # After a good fit, a batch the traced graph cannot take: still no foreign output.
+    explainer.fit(_images())
+    with pytest.raises(Exception, match="channels|Guard failed"):
+        explainer.bound_.trunk(explainer.bound_.asarray(np.zeros((2, 5, 8, 8), np.float32)))
+    assert capfd.readouterr().err == ""

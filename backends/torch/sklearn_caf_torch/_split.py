@@ -194,9 +194,9 @@ class GraphSplit:
             if self.method != "export" or not str(exc).startswith("Guard failed"):
                 raise
             raise ValueError(
-                f"X (per-image shape {tuple(x.shape[1:])}) takes another path through the "
-                f"model than the input torch.export recorded at fit ({exc}); fit the "
-                f"explainer on images like these."
+                f"X (per-image shape {tuple(x.shape[1:])}) does not fit the graph "
+                f"torch.export recorded at fit ({exc}): it has another shape, or takes "
+                f"another path through the model; fit the explainer on images like these."
             ) from None
         return a, tuple(context)
 
