@@ -524,6 +524,6 @@ def test_errors_inside_the_model_are_one_clear_error(cls, capfd):
     assert capfd.readouterr().err == ""
     # After a good fit, a batch the traced graph cannot take: still no foreign output.
     explainer.fit(_images())
-    with pytest.raises(Exception, match="channels|Guard failed"):
+    with pytest.raises(Exception, match=r"channels|Guard failed"):
         explainer.bound_.trunk(explainer.bound_.asarray(np.zeros((2, 5, 8, 8), np.float32)))
     assert capfd.readouterr().err == ""
