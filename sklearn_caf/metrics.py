@@ -796,6 +796,10 @@ def max_box_accuracy(
 # Retrieval metrics (L2-CAF's Table 3, after the deep metric learning literature).
 
 
+# Distances held at once by recall_at_k (32 MiB of float64).
+_RECALL_BLOCK_ELEMENTS = 2**22
+
+
 def _check_embeddings(embeddings, labels, *, normalize):
     embeddings = np.asarray(embeddings)
     if embeddings.dtype.kind not in "biuf":
@@ -888,7 +892,7 @@ def recall_at_k(embeddings, labels, k=1, metric: str = "cosine") -> float | dict
     k_max = int(ks.max())
     squared = (embeddings**2).sum(axis=1)
     hits = np.zeros((len(ks), n), dtype=bool)
-    block = max(1, min(n, 2**22 // n))
+    block = max(1, min(n, _RECALL_BLOCK_ELEMENTS // n))
     for start in range(0, n, block):
         stop = min(start + block, n)
         queries = np.arange(start, stop)
