@@ -314,7 +314,7 @@ def read_wsol(
                 lambda k, number=number: (boxes_file, number),
             )
         else:
-            _check_nonempty(box, boxes_file, number)
+            box = _check_nonempty(box, boxes_file, number, clip_boxes)
         boxes[i].append(box[0])
         box_lines[i].append(number)
 
@@ -348,16 +348,23 @@ def read_wsol(
     )
 
 
-def _check_nonempty(box, path, number):
+def _check_nonempty(box, path, number, clip):
+    """Check (or clip at 0) a (1, 4) box whose image size is not known yet."""
+    if clip:
+        box = np.maximum(box, 0)
     x0, y0, x1, y1 = box[0]
-    if not (x0 < x1 and y0 < y1):
-        raise DatasetFormatError(
-            path, number, f"the box is empty (needs x0 < x1 and y0 < y1): {box[0].tolist()}."
-        )
     if x0 < 0 or y0 < 0:
         raise DatasetFormatError(
             path, number, f"the box {box[0].tolist()} is outside the image (negative)."
         )
+    if not (x0 < x1 and y0 < y1):
+        clipped = " after clipping" if clip else ""
+        raise DatasetFormatError(
+            path,
+            number,
+            f"the box{clipped} is empty (needs x0 < x1 and y0 < y1): {box[0].tolist()}.",
+        )
+    return box
 
 
 # -- CUB-200-2011 ---------------------------------------------------------------------------------
@@ -415,7 +422,7 @@ def read_cub(cls, root, split, *, image_size, preprocess, clip_boxes, max_images
         key = _number(boxes_file, number, text, key, int)
         x, y, w, h = (_number(boxes_file, number, text, c, float) for c in coords)
         box = np.array([[x, y, x + w, y + h]])
-        _check_nonempty(box, boxes_file, number)
+        box = _check_nonempty(box, boxes_file, number, clip_boxes)
         box_rows.setdefault(key, []).append((number, box[0]))
 
     for path, table in ((labels_file, labels), (split_file, is_train), (boxes_file, box_rows)):
@@ -636,7 +643,7 @@ def read_voc(
                     lambda j, line=bndbox.line, path=path: (path, line),
                 )
             else:
-                _check_nonempty(box, path, bndbox.line)
+                box = _check_nonempty(box, path, bndbox.line, clip_boxes)
             boxes.append(box[0])
             box_lines.append(bndbox.line)
         records.append((k, image_id, first_name, name_line, boxes, box_lines, size, size_line))

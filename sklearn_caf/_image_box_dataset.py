@@ -31,17 +31,19 @@ class DatasetFormatError(ValueError):
 
     The message starts with the file and, where there is one, the line (1-based):
     ``"/data/CUB_200_2011/bounding_boxes.txt, line 12: ..."``. The same are kept as the
-    attributes ``path`` (str) and ``line`` (int or None), for tools that report them.
+    attributes ``path`` (str), ``line`` (int or None) and ``message`` (str, the rest), for
+    tools that report them.
     """
 
     def __init__(self, path, line: int | None, message: str):
         self.path = str(path)
         self.line = line
+        self.message = message
         where = self.path if line is None else f"{self.path}, line {line}"
         super().__init__(f"{where}: {message}")
 
     def __reduce__(self):  # keep the attributes across processes (joblib / Dask workers)
-        return type(self), (self.path, self.line, self.args[0].split(": ", 1)[-1])
+        return type(self), (self.path, self.line, self.message)
 
 
 def _pillow():
@@ -166,9 +168,10 @@ class ImageBoxDataset:
     """A lazy, indexable dataset of (image, label, ground-truth boxes), for evaluation.
 
     Build one with a constructor: :meth:`from_arrays` (images in memory, model-ready),
-    :meth:`from_wsol` (the metadata of the standard WSOL benchmark code, clovaai/wsolevaluation:
-    ImageNet, CUB, OpenImages), :meth:`from_cub` (CUB-200-2011's own files) or
-    :meth:`from_voc` (Pascal VOC XML, also the format of ImageNet's validation boxes), or use
+    :meth:`from_wsol` (the metadata of the standard WSOL benchmark code, clovaai/wsolevaluation,
+    for ImageNet and CUB; its OpenImages set is scored with masks, not boxes),
+    :meth:`from_cub` (CUB-200-2011's own files) or :meth:`from_voc` (Pascal VOC XML, also the
+    format of ImageNet's validation boxes), or use
     :func:`~sklearn_caf.datasets.make_wsol_dataset` for a synthetic set.
 
     **Images on disk** are read only when asked for (``ds[i]``, :meth:`load`): opened with
@@ -264,8 +267,10 @@ class ImageBoxDataset:
         self._provenance = provenance
         # What reading an image teaches (its size; its boxes checked or clipped against it),
         # kept apart from the metadata so that the fingerprint never depends on access.
+        # Clipped boxes go into a dict (one atomic assignment per image, before its size is
+        # recorded), so that threads reading images concurrently never see a half update.
         self._read_sizes = self._sizes.copy()
-        self._checked_boxes = self._box_data
+        self._clipped_boxes = {}
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -361,7 +366,7 @@ class ImageBoxDataset:
         clip_boxes: bool = False,
         max_images: int | None = None,
     ) -> ImageBoxDataset:
-        """A dataset in the metadata layout of clovaai/wsolevaluation (ImageNet, CUB, OpenImages).
+        """A dataset in the metadata layout of clovaai/wsolevaluation (ImageNet, CUB).
 
         ``metadata_dir`` (e.g. ``metadata/ILSVRC/test``) holds four text files, keyed by the
         image's path relative to ``image_root``:
@@ -905,10 +910,8 @@ class ImageBoxDataset:
         checked = self._provenance.check_boxes(
             self._box_data[rows], np.arange(rows.start, rows.stop), height, width
         )
-        if not np.array_equal(checked, self._box_data[rows]):  # clipped: copy on first write
-            if self._checked_boxes is self._box_data:
-                self._checked_boxes = self._box_data.copy()
-            self._checked_boxes[rows] = checked
+        if not np.array_equal(checked, self._box_data[rows]):
+            self._clipped_boxes[i] = checked
         self._read_sizes[i] = (height, width)
 
     def _original_size(self, i: int) -> tuple[int, int]:
@@ -928,7 +931,10 @@ class ImageBoxDataset:
         if self._images is not None:
             return self._box_data[self._box_offsets[i] : self._box_offsets[i + 1]].copy()
         height, width = self._original_size(i)  # first: it may clip the boxes
-        boxes = self._checked_boxes[self._box_offsets[i] : self._box_offsets[i + 1]].copy()
+        boxes = self._clipped_boxes.get(i)
+        if boxes is None:
+            boxes = self._box_data[self._box_offsets[i] : self._box_offsets[i + 1]]
+        boxes = boxes.copy()
         boxes[:, 0::2] *= self._image_size[1] / width
         boxes[:, 1::2] *= self._image_size[0] / height
         return boxes

@@ -809,6 +809,57 @@ def _odd_shapes(image):
     return np.zeros(2 if image[0, 0, 0] == 200 else 3)
 
 
+def _load_in_worker(payload):
+    return pickle.loads(payload).load([1, 0])
+
+
+def test_a_pickled_dataset_reads_in_another_process(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    meta, images = make_wsol(tmp_path)
+    ds = ImageBoxDataset.from_wsol(meta, images, image_size=(8, 20))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, as a Dask worker
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        X, y, boxes = pool.submit(_load_in_worker, pickle.dumps(ds)).result()
+    X_here, y_here, boxes_here = ds.load([1, 0])
+    np.testing.assert_array_equal(X, X_here)
+    np.testing.assert_array_equal(y, y_here)
+    for a, b in zip(boxes, boxes_here, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_concurrent_reads_agree_with_serial_ones(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = make_cub(tmp_path)
+    write(root / "bounding_boxes.txt", "1 8 4 80 20\n2 -2 0 20 20\n3 3.5 6 16 60\n")
+    serial = ImageBoxDataset.from_cub(root, "all", image_size=(8, 4), clip_boxes=True)
+    expected = [serial[i] for i in range(3)]
+    for _ in range(5):
+        ds = ImageBoxDataset.from_cub(root, "all", image_size=(8, 4), clip_boxes=True)
+        with ThreadPoolExecutor(4) as pool:
+            items = list(pool.map(ds.__getitem__, [k % 3 for k in range(24)]))
+        for k, (image, _, boxes) in enumerate(items):
+            np.testing.assert_array_equal(image, expected[k % 3][0])
+            np.testing.assert_array_equal(boxes, expected[k % 3][2])
+    # [8, 4, 88, 24] clipped to the 80 x 40 image, then scaled to 4 x 8.
+    scale = np.array([4 / 80, 8 / 40, 4 / 80, 8 / 40])
+    np.testing.assert_array_equal(expected[0][2], [np.array([8, 4, 80, 24]) * scale])
+    np.testing.assert_array_equal(
+        expected[1][2], [np.array([0, 0, 18, 20]) * ([4 / 20, 8 / 20] * 2)]
+    )
+
+
+def test_importing_datasets_imports_no_pillow():
+    import subprocess
+    import sys
+
+    code = "import sys, sklearn_caf.datasets; print('PIL' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # -- pickling and fingerprints --------------------------------------------------------------------
 def test_on_disk_datasets_pickle_without_pixels(tmp_path):
     small_meta, small_images = make_wsol(tmp_path / "small")
@@ -830,12 +881,13 @@ def test_on_disk_datasets_pickle_without_pixels(tmp_path):
 
 
 def test_format_errors_pickle_with_their_location():
-    error = DatasetFormatError("/d/localization.txt", 3, "the box is empty.")
+    error = DatasetFormatError("/d: x/localization.txt", 3, "the box is empty.")
     clone = pickle.loads(pickle.dumps(error))
+    assert clone.message == "the box is empty."
     assert (clone.path, clone.line, str(clone)) == (
-        "/d/localization.txt",
+        "/d: x/localization.txt",
         3,
-        "/d/localization.txt, line 3: the box is empty.",
+        "/d: x/localization.txt, line 3: the box is empty.",
     )
     assert isinstance(clone, ValueError)
 
