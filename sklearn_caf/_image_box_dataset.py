@@ -272,6 +272,17 @@ class ImageBoxDataset:
         self._read_sizes = self._sizes.copy()
         self._clipped_boxes = {}
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if np.array_equal(self._read_sizes, self._sizes):  # nothing learnt: do not ship twice
+            state["_read_sizes"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._read_sizes is None:
+            self._read_sizes = self._sizes.copy()
+
     # -- constructors -------------------------------------------------------------------------
     @classmethod
     def from_arrays(
