@@ -527,7 +527,9 @@ def _chunk_rows(explainers, dataset, indices, task, box_threshold, thresholds):
         )
         if task == "retrieval":
             add(embedding=[outputs[p].astype(np.float32) for p in pos])
-    return columns
+    # Image by image, the methods in the order given within an image.
+    order = np.argsort(np.asarray(columns["image_index"]), kind="stable")
+    return {key: [values[k] for k in order] for key, values in columns.items()}
 
 
 def _evaluate_chunk(chunk, explainers, dataset, indices, task, box_threshold, thresholds):
