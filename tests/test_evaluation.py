@@ -183,7 +183,9 @@ def test_rows_agree_with_heatmap_boxes_and_the_curves(wsol):
     per_image = rows.groupby("image_index").size()
     expected = [
         2 + (lab not in top[:2])
-        for lab, top in zip(wsol.labels, rows.groupby("image_index")["pred_top5"].first())
+        for lab, top in zip(
+            wsol.labels, rows.groupby("image_index")["pred_top5"].first(), strict=True
+        )
     ]
     assert per_image.tolist() == expected
     # The v2 curve is never below v1 (the largest component is one of the components).
@@ -242,7 +244,7 @@ def test_out_writes_parts_resumes_and_refuses_another_configuration(wsol, tmp_pa
                 explainers, wsol, **{"batch_size": 5, **kwargs}, out=out, progress=False
             )
     other_data = make_wsol_dataset(12, image_size=32, n_classes=3, random_state=1)
-    with pytest.raises(ValueError, match="different configuration.*dataset.fingerprint"):
+    with pytest.raises(ValueError, match=r"different configuration.*dataset\.fingerprint"):
         evaluate_localization(methods(net), other_data, batch_size=5, out=out, progress=False)
 
 
@@ -438,10 +440,10 @@ def test_bad_explainers_and_datasets_are_refused(wsol, tmp_path):
         evaluate_localization(
             {"g": GradCAMExplainer(model=pooled_cnn(n_out=2), layer="pool")}, wsol
         )
-    with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"manifest\.json is missing"):
         load_report(tmp_path)
     (tmp_path / "part-000000.parquet").write_bytes(b"")
-    with pytest.raises(ValueError, match="no manifest.json"):
+    with pytest.raises(ValueError, match=r"no manifest\.json"):
         evaluate_localization(
             {"g": GradCAMExplainer(model=pooled_cnn(), layer="pool")}, wsol, out=tmp_path
         )
