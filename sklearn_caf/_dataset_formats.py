@@ -52,13 +52,14 @@ class Provenance:
         )
 
     def subset(self, positions, rows):
-        return Provenance(
-            self.files,
-            self.image_src[positions],
-            self.size_src[positions],
-            self.box_src[rows],
-            self.clip_boxes,
-        )
+        tables = [self.image_src[positions], self.size_src[positions], self.box_src[rows]]
+        # Keep only the files still referred to: a VOC set names one XML file per image.
+        used, inverse = np.unique(np.concatenate([t[:, 0] for t in tables]), return_inverse=True)
+        start = 0
+        for table in tables:
+            table[:, 0] = inverse[start : start + len(table)]
+            start += len(table)
+        return Provenance([self.files[f] for f in used], *tables, self.clip_boxes)
 
 
 def _checked_boxes(boxes, height, width, clip, source_of):
@@ -630,7 +631,8 @@ def read_voc(
     if max_images is not None:
         xml_files = xml_files[:max_images]
 
-    records = []  # (xml index, image id, class name, name line, boxes, box lines, size)
+    # (xml index, image id, class name, filename line, boxes, box lines, size, size line)
+    records = []
     seen = {}
     for k, path in enumerate(xml_files):
         root = _parse_xml(path)
@@ -665,7 +667,7 @@ def read_voc(
                     path, name_element.line, f"unknown class {name!r}: not in classes."
                 )
             if first_name is None:
-                first_name, name_line = name, name_element.line
+                first_name = name
             if name != first_name:
                 continue
             bndbox = _child(path, obj, "bndbox", "object")
@@ -686,7 +688,7 @@ def read_voc(
                 box = _check_nonempty(box, path, bndbox.line, clip_boxes)
             boxes.append(box[0])
             box_lines.append(bndbox.line)
-        records.append((k, image_id, first_name, name_line, boxes, box_lines, size, size_line))
+        records.append((k, image_id, first_name, filename.line, boxes, box_lines, size, size_line))
 
     if mapping is None:
         names = sorted({r[2] for r in records})

@@ -737,6 +737,20 @@ def test_subset_of_arrays_and_of_disk_sets(tmp_path):
         sub[1]
 
 
+def test_subset_of_voc_keeps_only_its_files(tmp_path):
+    ann, img = make_voc(tmp_path)
+    for k in range(30):  # many annotation files, as in ImageNet (one per image)
+        write_image(img / f"z{k}.png", 10, 10)
+        write(ann / f"z{k}.xml", voc_xml(f"z{k}.png", [("n01", (1, 1, 5, 5))], size=(10, 10)))
+    ds = ImageBoxDataset.from_voc(ann, img, image_size=8)
+    sub = ds.subset([1])
+    assert sub.ids == ["2007_02.jpg"]
+    assert len(pickle.dumps(sub)) < len(pickle.dumps(ds)) / 2
+    (img / "2007_02.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"2007_02\.jpg.*b\.xml, line 2"):
+        sub[0]
+
+
 def test_repr(tmp_path):
     ds = make_wsol_dataset(5, image_size=(16, 24), channels_last=True, random_state=0)
     assert repr(ds) == (
