@@ -130,6 +130,27 @@ def test_wsol_load_batch(tmp_path):
         ds.load([])
 
 
+def test_threaded_load_equals_serial_load(tmp_path):
+    meta, images = make_wsol(tmp_path)
+    for k in range(12):  # noisy JPEGs, so that every image differs
+        pixels = np.random.RandomState(k).randint(0, 256, size=(24, 30, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"n{k}.jpg")
+    write(meta / "image_ids.txt", "".join(f"n{k}.jpg\n" for k in range(12)))
+    write(meta / "class_labels.txt", "".join(f"n{k}.jpg,{k % 3}\n" for k in range(12)))
+    write(meta / "image_sizes.txt", "".join(f"n{k}.jpg,30,24\n" for k in range(12)))
+    write(meta / "localization.txt", "".join(f"n{k}.jpg,0,{k},30,24\n" for k in range(12)))
+    ds = ImageBoxDataset.from_wsol(meta, images, image_size=(16, 20))
+    order = [5, 0, 11, 3, 3, 7, 1]
+    X1, y1, b1 = ds.load(order)
+    X4, y4, b4 = ds.load(order, n_threads=4)
+    np.testing.assert_array_equal(X1, X4)
+    np.testing.assert_array_equal(y1, y4)
+    assert [b.tolist() for b in b1] == [b.tolist() for b in b4]
+    assert not np.array_equal(X1[0], X1[1])
+    with pytest.raises(ValueError, match="n_threads must be a positive int"):
+        ds.load(order, n_threads=0)
+
+
 def test_wsol_classes_file_and_n_classes(tmp_path):
     meta, images = make_wsol(tmp_path)
     names = tmp_path / "synsets.txt"
