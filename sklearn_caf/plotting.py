@@ -428,6 +428,10 @@ def display_image(image: np.ndarray) -> np.ndarray:
     return np.rint(scaled[..., :3] * 255).astype(np.uint8)
 
 
+# Smallest side of a contact-sheet tile, in pixels.
+_MIN_TILE = 128
+
+
 def _true_rows(report):
     rows = report.per_image
     return rows[rows["explains_true"].to_numpy()]
@@ -498,7 +502,7 @@ def plot_threshold_curves(report, *, axes=None):
     for ax in axes:
         ax.set_xlabel("map threshold")
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     axes[0].set_ylabel("box accuracy")
@@ -558,14 +562,17 @@ def plot_localization_examples(
             targets = classes if explainer._uses_targets() else None
             heatmaps = explainer.explain(images, targets=targets).heatmaps[:, 0]
             for k, (_, row) in enumerate(chosen.iterrows()):
-                tile = overlay_heatmap(display_image(images[k]), heatmaps[k], alpha=alpha)
+                picture = display_image(images[k])
+                # Small images (32 px) are enlarged by an integer factor, so the sheet is legible.
+                scale = max(1, -(-_MIN_TILE // min(picture.shape[:2])))
+                picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+                heatmap = np.asarray(heatmaps[k]).repeat(scale, axis=0).repeat(scale, axis=1)
+                tile = overlay_heatmap(picture, heatmap, alpha=alpha)
                 for box in np.atleast_2d(true_boxes[k]):
-                    tile = draw_box(tile, box, color=(0, 255, 0), width=1)
-                tile = draw_box(
-                    tile, [row["x0"], row["y0"], row["x1"], row["y1"]], color=(255, 0, 0), width=1
-                )
-                tiles.append(tile)
-                captions.append(f"{method} {kind} {row['iou']:.2f} #{row['image_id']}")
+                    tile = draw_box(tile, np.asarray(box) * scale, color=(0, 255, 0), width=2)
+                box = np.array([row["x0"], row["y0"], row["x1"], row["y1"]]) * scale
+                tiles.append(draw_box(tile, box, color=(255, 0, 0), width=2))
+                captions.append(f"{kind} IoU {row['iou']:.2f} {method}")
         # Methods with fewer images than 2 * n_images: pad the row so methods stay aligned.
         while len(tiles) % (2 * n_images):
             tiles.append(np.full_like(tiles[-1], 255))
