@@ -362,3 +362,14 @@ def test_numba_is_optional():
     assert result.returncode == 0, result.stderr
     assert "numba imported: False" in result.stdout
     assert "pip install numba" in result.stdout and "sklearn-caf[eval]" in result.stdout
+
+
+def test_both_curves_from_one_sweep():
+    # The runner stores v1 and v2 per image; the private helper gives both from one sweep.
+    from sklearn_caf.metrics import _check_true_boxes, _iou_curve_pair
+
+    rng = np.random.default_rng(6)
+    maps, boxes = smooth_maps(rng, 3, (16, 20), (4, 5)), random_boxes(rng, 3, 16, 20)
+    v1, v2 = _iou_curve_pair(maps, _check_true_boxes(boxes, 3), DEFAULT_THRESHOLDS)
+    np.testing.assert_array_equal(v1, box_iou_curves(maps, boxes))
+    np.testing.assert_array_equal(v2, box_iou_curves(maps, boxes, multi_contour=True))
