@@ -17,12 +17,15 @@ bookkeeping, whatever the number of thresholds.
 
 Why numba rather than the alternatives (measured, see ``benchmarks/README.md``):
 ``skimage.morphology.max_tree`` on the level-quantized map builds the component tree in
-compiled code, but accumulating each node's bounding box over its subtree needs the nodes in
-child-before-parent order, which numpy cannot vectorize (one ``ufunc.at`` per tree level, i.e.
-per threshold, or a Python loop over nodes); a per-threshold ``scipy.ndimage.label`` is the
-cost this module exists to avoid. numba compiles the whole sweep, including the IoUs, and is an
-optional dependency (the ``eval`` extra); ``cache=True`` keeps the one-off compilation out of
-later processes.
+compiled code, but the tree alone costs 15-20 times this whole sweep on a 224 x 224 map
+(scikit-image 0.26), more than the per-threshold cv2 loop at 1,000 thresholds, and each
+node's bounding box must then be accumulated over its subtree in child-before-parent order,
+which numpy cannot vectorize (one ``ufunc.at`` per tree level, i.e. per threshold, or a
+Python loop over nodes). A per-threshold ``scipy.ndimage.label`` is the cost this module
+exists to avoid. numba compiles the whole sweep, IoUs included; it installs as two wheels
+(numba, llvmlite; about 210 MB on disk) with numpy 2.4 and is an optional dependency (the
+``eval`` extra). ``cache=True`` keeps the one-off compilation (15-25 s) out of later
+processes; ``nogil=True`` lets threads run sweeps in parallel.
 """
 
 import numpy as np
