@@ -427,14 +427,19 @@ def _prediction_order(outputs: np.ndarray) -> np.ndarray:
     return np.argsort(-outputs, axis=1, kind="stable")
 
 
-def _chunk_rows(explainers, dataset, indices, task, box_threshold, thresholds):
-    """The per-image rows of one chunk, as a dict of columns (the heatmaps die here)."""
+def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresholds):
+    """The per-image rows of one chunk, as a dict of columns (the heatmaps die here).
+
+    ``local`` are the chunk's positions in ``dataset`` (a subset of one chunk, or the whole
+    dataset), ``indices`` its positions in the evaluated dataset.
+    """
     from .boxes import heatmaps_to_boxes
     from .metrics import best_iou, box_iou_curves
 
-    images, labels, true_boxes = dataset.load(np.asarray(indices))
+    images, labels, true_boxes = dataset.load(np.asarray(local))
     labels = np.asarray(labels, dtype=np.int64)
-    ids = [str(dataset.ids[i]) for i in indices]
+    all_ids = dataset.ids
+    ids = [str(all_ids[i]) for i in local]
     columns: dict[str, list] = {}
 
     def add(**values):
@@ -532,10 +537,10 @@ def _chunk_rows(explainers, dataset, indices, task, box_threshold, thresholds):
     return {key: [values[k] for k in order] for key, values in columns.items()}
 
 
-def _evaluate_chunk(chunk, explainers, dataset, indices, task, box_threshold, thresholds):
+def _evaluate_chunk(chunk, explainers, dataset, local, indices, task, box_threshold, thresholds):
     """A worker's task: ``(chunk, table)`` with the chunk's rows as a pyarrow Table."""
     pa, _ = _parquet()
-    columns = _chunk_rows(explainers, dataset, indices, task, box_threshold, thresholds)
+    columns = _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresholds)
     return chunk, pa.table(_arrow_columns(pa, columns)), len(indices)
 
 
@@ -685,6 +690,17 @@ def _report(tables: list, config: dict, out: Path | None):
     )
 
 
+def _chunk_data(dataset, indices):
+    """What a task carries: a subset of one chunk where the dataset offers ``subset``.
+
+    A worker then receives that chunk's paths (or, for arrays, its pixels), not the whole
+    dataset; tasks are made one at a time as joblib dispatches them.
+    """
+    if hasattr(dataset, "subset"):
+        return dataset.subset(indices), np.arange(len(indices)), indices
+    return dataset, indices, indices
+
+
 # -- the public functions --------------------------------------------------------------------
 def _progress_bar(total: int, enabled: bool, initial: int):
     if not enabled:
@@ -822,7 +838,7 @@ def evaluate_localization(
     try:
         results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             joblib.delayed(_evaluate_chunk)(
-                c, explainers, dataset, idx, task, float(box_threshold), thresholds
+                c, explainers, *_chunk_data(dataset, idx), task, float(box_threshold), thresholds
             )
             for c, idx in pending
         )
