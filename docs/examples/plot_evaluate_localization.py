@@ -28,7 +28,7 @@ from sklearn_caf.evaluation import evaluate_localization
 from sklearn_caf.plotting import plot_localization_examples, plot_threshold_curves
 
 torch.manual_seed(0)
-train = make_wsol_dataset(480, image_size=32, n_classes=3, random_state=0)
+train = make_wsol_dataset(360, image_size=32, n_classes=3, random_state=0)
 test = make_wsol_dataset(90, image_size=32, n_classes=3, random_state=1)
 X_train = torch.as_tensor(train.load(np.arange(len(train)))[0])
 y_train = torch.as_tensor(train.labels)
@@ -51,7 +51,7 @@ net = nn.Sequential(
 # Training (a few seconds on a CPU)
 # ---------------------------------
 optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-for _ in range(5):
+for _ in range(4):
     for batch in torch.randperm(len(train)).split(32):
         loss = nn.functional.cross_entropy(net(X_train[batch]), y_train[batch])
         optimizer.zero_grad()
