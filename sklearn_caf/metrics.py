@@ -654,12 +654,10 @@ def max_box_accuracy_from_curves(
     ...                              correct=[True, False]).score
     0.5
     """
+    numeric = isinstance(iou_curves, np.ndarray) and iou_curves.dtype.kind != "O"
     try:
-        curves = np.asarray(
-            np.stack([np.asarray(c) for c in iou_curves])
-            if not isinstance(iou_curves, np.ndarray)
-            else iou_curves
-        )
+        # A sequence (or object array, e.g. a DataFrame's list column) of per-image curves.
+        curves = iou_curves if numeric else np.stack([np.asarray(c) for c in iou_curves])
     except ValueError as exc:
         raise ValueError(f"iou_curves must hold curves of equal length; {exc}") from None
     if curves.dtype.kind not in "biuf" or curves.ndim != 2 or curves.size == 0:

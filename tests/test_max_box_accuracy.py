@@ -191,6 +191,12 @@ def test_max_box_accuracy_matches_reference(iou_thresholds, multi_contour, with_
     )
     np.testing.assert_array_equal(from_curves.accuracy, result.accuracy)
     assert from_curves.score == result.score
+    column = np.empty(len(curves), dtype=object)  # as a DataFrame's list column gives it
+    column[:] = list(curves)
+    from_column = max_box_accuracy_from_curves(
+        column, thresholds=thresholds, iou_thresholds=iou_thresholds, correct=correct
+    )
+    np.testing.assert_array_equal(from_column.accuracy, result.accuracy)
 
 
 @pytest.mark.parametrize("tau", [0.0, 0.15, 0.2, 0.5, 0.73, 1.0])
