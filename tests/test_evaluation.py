@@ -250,7 +250,7 @@ def test_out_writes_parts_resumes_and_refuses_another_configuration(wsol, tmp_pa
 
 _KILL_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from collections import OrderedDict
     import torch
     from torch import nn
@@ -261,9 +261,9 @@ _KILL_SCRIPT = textwrap.dedent(
 
 
     class SlowGradCAM(GradCAMExplainer):
-        # Slow enough that the test can kill the run between two chunks or inside one.
+        # Slow (in the killed process only) so that the test can kill it mid-run.
         def explain(self, X, targets=None):
-            time.sleep(0.15)
+            time.sleep(float(os.environ.get("KILLRUN_SLEEP", "0")))
             return super().explain(X, targets)
 
 
@@ -292,7 +292,11 @@ def test_a_run_killed_with_sigkill_resumes_to_the_serial_rows(tmp_path, monkeypa
     import killrun
 
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
+        "KILLRUN_SLEEP": "0.15",
+    }
     proc = subprocess.Popen([sys.executable, str(tmp_path / "killrun.py"), str(out)], env=env)
     try:
         deadline = time.monotonic() + 120
