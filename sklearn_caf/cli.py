@@ -121,6 +121,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress bar and no summary on the console"
     )
     demo.set_defaults(handler=_demo)
+    from ._evaluate_cli import add_parser as add_evaluate
+
+    add_evaluate(commands)
     return parser
 
 

@@ -16,11 +16,14 @@ from ._heatmaps import resize_maps
 
 __all__ = [
     "apply_colormap",
+    "display_image",
     "draw_box",
     "image_grid",
     "overlay_heatmap",
     "overlay_part_maps",
     "part_map_rgb",
+    "plot_localization_examples",
+    "plot_threshold_curves",
 ]
 
 
@@ -390,3 +393,188 @@ def overlay_part_maps(
         rgb = np.moveaxis(resize_maps(np.moveaxis(rgb, -1, 0), image.shape[:2]), 0, -1)
     blended = (1.0 - alpha) * image + alpha * 255.0 * np.clip(rgb, 0.0, 1.0)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# -- pictures of an evaluation report (sklearn_caf.evaluation) --------------------------------
+def display_image(image: np.ndarray) -> np.ndarray:
+    """A model-ready image (CHW or HWC, any range) as a uint8 RGB picture, min-max scaled.
+
+    Parameters
+    ----------
+    image : ndarray of shape (channels, height, width) or (height, width, channels)
+        One image as a model takes it (1 or 3 channels), e.g. ``dataset[i][0]``. The
+        layout is guessed from where the 1 or 3 channels are.
+
+    Returns
+    -------
+    picture : ndarray of shape (height, width, 3), uint8
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_caf.plotting import display_image
+    >>> display_image(np.linspace(-1, 1, 3 * 4 * 5).reshape(3, 4, 5)).shape
+    (4, 5, 3)
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 3:
+        raise ValueError(f"image must be 3-D (CHW or HWC); got shape {image.shape}.")
+    if image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=2)
+    lo, hi = image.min(), image.max()
+    scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    return np.rint(scaled[..., :3] * 255).astype(np.uint8)
+
+
+# Smallest side of a contact-sheet tile, in pixels.
+_MIN_TILE = 128
+
+
+def _true_rows(report):
+    rows = report.per_image
+    return rows[rows["explains_true"].to_numpy()]
+
+
+def plot_threshold_curves(report, *, axes=None):
+    """Box accuracy against the map threshold, one line per method: MaxBoxAcc v1 and v2.
+
+    The left panel is the accuracy at IoU 0.5 of the largest component's box (MaxBoxAcc is
+    its maximum); the right one the mean over IoU 0.3, 0.5 and 0.7 of the best component's
+    box (MaxBoxAccV2). Both use each image's true-class map and are computed from
+    ``report.per_image`` alone.
+
+    Parameters
+    ----------
+    report : LocalizationReport
+        From :func:`~sklearn_caf.evaluation.evaluate_localization` or
+        :func:`~sklearn_caf.evaluation.load_report`.
+    axes : sequence of two matplotlib Axes, default=None
+        Where to draw; ``None`` makes a new figure with two panels.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sklearn_caf.evaluation import load_report
+    >>> from sklearn_caf.plotting import plot_threshold_curves
+    >>> fig = plot_threshold_curves(load_report("caf-eval"))  # doctest: +SKIP
+    >>> fig.savefig("curves.png")  # doctest: +SKIP
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            'plot_threshold_curves needs matplotlib: pip install "sklearn-caf[eval]".'
+        ) from exc
+    from .evaluation import IOU_THRESHOLD, V2_IOU_THRESHOLDS
+    from .metrics import max_box_accuracy_from_curves
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    else:
+        if len(axes) != 2:
+            raise ValueError(f"axes must hold two Axes (v1, v2); got {len(axes)}.")
+        fig = axes[0].figure
+    rows = _true_rows(report)
+    thresholds = np.asarray(report.thresholds)
+    for method in report.summary.index:
+        m_rows = rows[rows["method"] == method]
+        if m_rows.empty:
+            continue
+        for ax, column, ious in (
+            (axes[0], "iou_curve_v1", (IOU_THRESHOLD,)),
+            (axes[1], "iou_curve_v2", V2_IOU_THRESHOLDS),
+        ):
+            result = max_box_accuracy_from_curves(
+                np.stack(m_rows[column].to_numpy()), thresholds=thresholds, iou_thresholds=ious
+            )
+            ax.plot(
+                thresholds,
+                result.accuracy.mean(axis=0),
+                label=f"{method} ({result.score:.3f})",
+            )
+    axes[0].set_title("MaxBoxAcc: largest component, IoU 0.5")
+    axes[1].set_title("MaxBoxAccV2: any component, IoU 0.3/0.5/0.7")
+    for ax in axes:
+        ax.set_xlabel("map threshold")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[0].set_ylabel("box accuracy")
+    return fig
+
+
+def plot_localization_examples(
+    report, dataset, explainers, *, n_images: int = 4, alpha: float = 0.5
+) -> np.ndarray:
+    """A contact sheet of the worst and best localized images of each method.
+
+    One row per method: its ``n_images`` images of lowest IoU at the report's
+    ``box_threshold``, then its ``n_images`` of highest, each showing the map of the true
+    class (recomputed: reports hold no heatmaps), the ground-truth boxes in green and the
+    map's box in red, captioned with the IoU and the image id.
+
+    Parameters
+    ----------
+    report : LocalizationReport
+        The evaluation of ``explainers`` on ``dataset``.
+    dataset : ImageBoxDataset
+        The dataset evaluated.
+    explainers : dict of str to explainer
+        The explainers evaluated (fitted or not; unfitted ones are cloned and fitted).
+    n_images : int, default=4
+        Worst and best images shown per method.
+    alpha : float, default=0.5
+        Weight of the heatmap in the overlays.
+
+    Returns
+    -------
+    sheet : ndarray of shape (H, W, 3), uint8
+
+    Examples
+    --------
+    >>> from sklearn_caf.plotting import plot_localization_examples
+    >>> sheet = plot_localization_examples(report, data, explainers)  # doctest: +SKIP
+    """
+    from sklearn.base import clone
+
+    if n_images < 1:
+        raise ValueError(f"n_images must be at least 1; got {n_images}.")
+    rows = _true_rows(report)
+    tiles, captions = [], []
+    for method in report.summary.index:
+        if method not in explainers:
+            raise ValueError(f"explainers has no method {method!r} of the report.")
+        m_rows = rows[rows["method"] == method].sort_values("iou", kind="stable")
+        picked = [("worst", m_rows.head(n_images)), ("best", m_rows.tail(n_images)[::-1])]
+        explainer = explainers[method]
+        for kind, chosen in picked:
+            indices = chosen["image_index"].to_numpy()
+            images, _, true_boxes = dataset.load(indices)
+            if not hasattr(explainer, "bound_"):
+                explainer = clone(explainer).fit(images[:1])
+            classes = chosen["explained_class"].to_numpy()
+            targets = classes if explainer._uses_targets() else None
+            heatmaps = explainer.explain(images, targets=targets).heatmaps[:, 0]
+            for k, (_, row) in enumerate(chosen.iterrows()):
+                picture = display_image(images[k])
+                # Small images (32 px) are enlarged by an integer factor, so the sheet is legible.
+                scale = max(1, -(-_MIN_TILE // min(picture.shape[:2])))
+                picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+                heatmap = np.asarray(heatmaps[k]).repeat(scale, axis=0).repeat(scale, axis=1)
+                tile = overlay_heatmap(picture, heatmap, alpha=alpha)
+                for box in np.atleast_2d(true_boxes[k]):
+                    tile = draw_box(tile, np.asarray(box) * scale, color=(0, 255, 0), width=2)
+                box = np.array([row["x0"], row["y0"], row["x1"], row["y1"]]) * scale
+                tiles.append(draw_box(tile, box, color=(255, 0, 0), width=2))
+                captions.append(f"{kind} IoU {row['iou']:.2f} {method}")
+        # Methods with fewer images than 2 * n_images: pad the row so methods stay aligned.
+        while len(tiles) % (2 * n_images):
+            tiles.append(np.full_like(tiles[-1], 255))
+            captions.append("")
+    return image_grid(tiles, ncols=2 * n_images, captions=captions)

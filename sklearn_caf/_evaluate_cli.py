@@ -1,0 +1,326 @@
+"""``sklearn-caf evaluate``: localization benchmarks of a model on a dataset on disk.
+
+Reads a dataset (wsolevaluation metadata, CUB-200-2011 or Pascal VOC XML), explains it with
+the chosen methods through :func:`sklearn_caf.evaluation.evaluate_localization` (resumable in
+``--out``, on a Dask cluster with ``--scheduler``), prints the summary and writes
+``summary.csv``, ``per_image.parquet``, ``curves.png`` and ``contact_sheet.png``.
+
+Every error that can be foreseen is checked before anything is computed and reported as one
+line with exit status 2. Nothing heavy is imported until the command runs; torch only when the
+model needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_PROG = "sklearn-caf evaluate"
+
+#: Method names of ``--methods`` and what they build (task-dependent for Grad-CAM).
+METHODS = ("l2caf-oblivious", "l2caf-specific", "gradcam", "gradcam-abs")
+FORMATS = ("wsol", "cub", "voc")
+EFFICIENTNET = "efficientnet-lite0"
+
+
+class CommandError(Exception):
+    """A foreseeable failure: reported as one line, exit status 2."""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    """Register ``evaluate`` on the subcommands of ``sklearn-caf``."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="localization benchmarks (top-1/top-5/GT-known, MaxBoxAcc) on a dataset on disk",
+        description=(
+            "Explain a dataset with one or more methods and score how well the maps localize "
+            "the ground-truth boxes: top-1/top-5/GT-known localization and MaxBoxAcc v1/v2 "
+            "(or Recall@1, NMI and retrieval localization with --task retrieval). Writes "
+            "summary.csv, per_image.parquet, curves.png and contact_sheet.png into --out; "
+            "rerunning with the same --out resumes an interrupted run."
+        ),
+    )
+    parser.add_argument("--dataset", required=True, metavar="DIR", help=(
+        "wsol: the metadata folder (image_ids.txt, class_labels.txt, image_sizes.txt, "
+        "localization.txt); cub: the CUB_200_2011 folder; voc: the annotations folder"
+    ))  # fmt: skip
+    parser.add_argument("--format", required=True, choices=FORMATS, help="dataset layout")
+    parser.add_argument(
+        "--image-root",
+        metavar="DIR",
+        help="folder of the images (wsol and voc; default: --dataset)",
+    )
+    parser.add_argument("--split", default="test", help="cub split (default: %(default)s)")
+    parser.add_argument(
+        "--methods",
+        default="l2caf-oblivious,l2caf-specific,gradcam",
+        help=f"comma-separated, among {', '.join(METHODS)} (default: %(default)s)",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--model",
+        default=EFFICIENTNET,
+        help=f"'{EFFICIENTNET}' (ImageNet weights, offline; needs the demo extra) or "
+        "'package.module:factory', a function returning the model (default: %(default)s)",
+    )
+    parser.add_argument("--layer", help="layer to explain (required with a factory model)")
+    parser.add_argument(
+        "--preprocess",
+        metavar="MODULE:FUNCTION",
+        help="image preprocessing, (H, W, 3) uint8 -> model-ready array (default: scale to "
+        "[0, 1], channels first; EfficientNet-Lite's own with its model)",
+    )
+    parser.add_argument(
+        "--task", choices=("classification", "retrieval"), default="classification"
+    )
+    parser.add_argument("--image-size", type=_positive_int, default=224, metavar="PX")
+    parser.add_argument("--box-threshold", type=float, default=0.2, metavar="T")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                        help="images per chunk (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--n-jobs", type=int, default=None, metavar="N",
+                        help="chunks in parallel (joblib; default: 1)")  # fmt: skip
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the chunks on a Dask scheduler (tcp://host:8786)")  # fmt: skip
+    parser.add_argument("--max-images", type=_positive_int, default=None, metavar="N")
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
+    parser.add_argument("--examples", type=int, default=4, metavar="K",
+                        help="worst and best images per method in the sheet; 0: none")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# -- checks before computing ------------------------------------------------------------------
+def _check_methods(text: str, task: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise CommandError("--methods is empty; give one or more of " + ", ".join(METHODS))
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise CommandError(
+            f"unknown method {unknown[0]!r} in --methods; choose among {', '.join(METHODS)}"
+        )
+    if len(set(names)) != len(names):
+        raise CommandError(f"--methods names a method twice: {text!r}")
+    if task == "retrieval" and "l2caf-specific" in names:
+        raise CommandError(
+            "l2caf-specific explains classes; --task retrieval needs maps of the whole "
+            "embedding (l2caf-oblivious, gradcam, gradcam-abs)"
+        )
+    return names
+
+
+def _check_out(out: str) -> Path:
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise CommandError(f"--out {out!r} is not a writable directory ({exc.strerror})") from None
+    return path
+
+
+def _check_dir(value: str, option: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a directory"
+        raise CommandError(f"{option} {value!r} {what}")
+    return path
+
+
+def _resolve(spec: str, option: str):
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CommandError(f"{option} must be 'package.module:function'; got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(f"{option} {spec!r}: cannot import {module_name!r} ({exc})") from None
+    obj = getattr(module, attr, None)
+    if not callable(obj):
+        raise CommandError(f"{option} {spec!r}: {module_name} has no function {attr!r}")
+    return obj
+
+
+def _load_model(args):
+    """``(model, layer, preprocess)``; the default preprocess is None (the dataset's)."""
+    from .datasets import NormalizeImage
+
+    if args.model == EFFICIENTNET:
+        try:
+            from sklearn_caf_torch.pretrained import EFFICIENTNET_LITE0_LAYER, efficientnet_lite0
+
+            model = efficientnet_lite0()
+        except ImportError as exc:
+            raise CommandError(f"--model {EFFICIENTNET}: {exc}") from None
+        # (x - 127) / 128, EfficientNet-Lite's normalization, as NormalizeImage's arguments.
+        preprocess = NormalizeImage(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+        return model, args.layer or EFFICIENTNET_LITE0_LAYER, preprocess
+    factory = _resolve(args.model, "--model")
+    if args.layer is None:
+        raise CommandError("--layer is required with a factory --model")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise CommandError(f"--model {args.model!r} failed: {type(exc).__name__}: {exc}") from None
+    return model, args.layer, None
+
+
+def _load_dataset(args, preprocess):
+    from .datasets import ImageBoxDataset
+
+    root = _check_dir(args.dataset, "--dataset")
+    images = _check_dir(args.image_root, "--image-root") if args.image_root else root
+    common = {"image_size": args.image_size, "max_images": args.max_images}
+    if preprocess is not None:
+        common["preprocess"] = preprocess
+    try:
+        if args.format == "wsol":
+            return ImageBoxDataset.from_wsol(root, images, **common)
+        if args.format == "cub":
+            return ImageBoxDataset.from_cub(root, args.split, **common)
+        return ImageBoxDataset.from_voc(root, images, **common)
+    except (OSError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CommandError(f"--dataset {args.dataset!r} ({args.format}): {message}") from None
+
+
+def _explainers(names, model, layer, task, device) -> dict:
+    from . import GradCAMExplainer, L2CAFExplainer
+
+    objective = "embedding" if task == "retrieval" else "class"
+    build = {
+        "l2caf-oblivious": lambda: L2CAFExplainer(model=model, layer=layer, device=device),
+        "l2caf-specific": lambda: L2CAFExplainer(
+            model=model, layer=layer, objective="class-specific", device=device
+        ),
+        "gradcam": lambda: GradCAMExplainer(
+            model=model, layer=layer, objective=objective, device=device
+        ),
+        "gradcam-abs": lambda: GradCAMExplainer(
+            model=model, layer=layer, objective=objective, activation="abs", device=device
+        ),
+    }
+    return {name: build[name]() for name in names}
+
+
+def _fail(message: str) -> int:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+# -- the command ------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    """Run ``sklearn-caf evaluate`` with parsed arguments; returns the exit status."""
+    try:
+        return _run(args)
+    except CommandError as exc:
+        return _fail(str(exc))
+
+
+def _run(args) -> int:
+    if not 0 <= args.box_threshold <= 1:
+        raise CommandError(f"--box-threshold must be in [0, 1]; got {args.box_threshold}")
+    if args.n_jobs is not None and args.n_jobs == 0:
+        raise CommandError("--n-jobs must not be 0 (1 is serial, -1 every core)")
+    if args.examples < 0:
+        raise CommandError(f"--examples must be 0 or more; got {args.examples}")
+    names = _check_methods(args.methods, args.task)
+    _check_dir(args.dataset, "--dataset")
+    if args.image_root:
+        _check_dir(args.image_root, "--image-root")
+    out = _check_out(args.out)
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise CommandError(
+            f'{exc}; install the eval extra: pip install "sklearn-caf[eval]"'
+        ) from None
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CommandError(
+                "--scheduler needs dask.distributed: pip install distributed"
+            ) from None
+        try:
+            client = Client(args.scheduler, timeout=10)
+        except (OSError, TimeoutError) as exc:
+            raise CommandError(f"--scheduler {args.scheduler!r}: cannot connect ({exc})") from None
+
+    model, layer, preprocess = _load_model(args)
+    if args.preprocess:
+        preprocess = _resolve(args.preprocess, "--preprocess")
+    dataset = _load_dataset(args, preprocess)
+    explainers = _explainers(names, model, layer, args.task, args.device)
+    try:
+        report = _evaluate(explainers, dataset, args, out, client)
+    except ValueError as exc:  # a refused resume, a layer that does not exist...
+        raise CommandError(str(exc).splitlines()[0]) from None
+    finally:
+        if client is not None:
+            client.close()
+    _write_outputs(report, dataset, explainers, out, args)
+    return 0
+
+
+def _evaluate(explainers, dataset, args, out, client):
+    import joblib
+
+    from .evaluation import evaluate_localization
+
+    kwargs = {
+        "task": args.task,
+        "box_threshold": args.box_threshold,
+        "batch_size": args.batch_size,
+        "out": out,
+        "n_jobs": args.n_jobs,
+        "progress": not args.quiet,
+    }
+    if client is None:
+        return evaluate_localization(explainers, dataset, **kwargs)
+    with joblib.parallel_backend("dask"):
+        return evaluate_localization(explainers, dataset, **kwargs)
+
+
+def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    from .plotting import plot_localization_examples, plot_threshold_curves
+
+    report.summary.to_csv(out / "summary.csv")
+    per_image = out / "per_image.parquet"
+    tmp = out / f".per_image.parquet.{os.getpid()}.tmp"
+    report.per_image.to_parquet(tmp, index=False)
+    os.replace(tmp, per_image)
+    fig = plot_threshold_curves(report)
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    if args.examples:
+        from PIL import Image
+
+        sheet = plot_localization_examples(report, dataset, explainers, n_images=args.examples)
+        Image.fromarray(sheet).save(out / "contact_sheet.png")
+    if not args.quiet:
+        print(report.summary.to_string(float_format=lambda v: f"{v:.4f}"))
+        print(f"\n{report.n_images} images; results in {out}")

@@ -1,0 +1,185 @@
+"""``sklearn-caf evaluate``: a whole run on a dataset on disk, resuming, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+pytest.importorskip("matplotlib")
+Image = pytest.importorskip("PIL.Image")
+
+from sklearn_caf.cli import main  # noqa: E402
+from sklearn_caf.evaluation import load_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_FACTORY = textwrap.dedent(
+    """
+    from collections import OrderedDict
+    import torch
+    from torch import nn
+
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 6, 3, padding=1), relu=nn.ReLU(),
+                                        pool=nn.AvgPool2d(4), gap=nn.AdaptiveAvgPool2d(1),
+                                        flatten=nn.Flatten(), fc=nn.Linear(6, 3))).eval()
+
+
+    def broken():
+        raise RuntimeError("no weights here")
+    """
+)
+
+
+@pytest.fixture
+def wsol_dir(tmp_path, monkeypatch):
+    """Eight 40x48 PNGs with a coloured rectangle each, in wsolevaluation's metadata layout."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    meta = tmp_path / "metadata"
+    (images / "train").mkdir(parents=True)
+    meta.mkdir()
+    ids, labels, sizes, boxes = [], [], [], []
+    for i in range(8):
+        label = i % 3
+        pixels = rng.integers(0, 60, (40, 48, 3), dtype=np.uint8)
+        x0, y0 = int(rng.integers(0, 24)), int(rng.integers(0, 20))
+        pixels[y0 : y0 + 16, x0 : x0 + 20, label] = 230
+        path = f"train/img_{i}.png"
+        Image.fromarray(pixels).save(images / path)
+        ids.append(path)
+        labels.append(f"{path},{label}")
+        sizes.append(f"{path},48,40")
+        boxes.append(f"{path},{x0},{y0},{x0 + 20},{y0 + 16}")
+    for name, lines in (
+        ("image_ids.txt", ids),
+        ("class_labels.txt", labels),
+        ("image_sizes.txt", sizes),
+        ("localization.txt", boxes),
+    ):
+        (meta / name).write_text("\n".join(lines) + "\n")
+    (tmp_path / "tinymodels.py").write_text(_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def _args(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "evaluate",
+        "--dataset", str(root / "metadata"),
+        "--image-root", str(root / "images"),
+        "--format", "wsol",
+        "--model", "tinymodels:net",
+        "--layer", "pool",
+        "--image-size", "32",
+        "--batch-size", "3",
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def test_evaluate_writes_every_output_and_resumes(wsol_dir, capsys):
+    out = wsol_dir / "run"
+    args = _args(wsol_dir, out, "--methods", "l2caf-oblivious,gradcam", "--examples", "2")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "l2caf-oblivious" in printed and "gradcam" in printed and "top1_loc" in printed
+
+    report = load_report(out)
+    assert report.complete and report.n_images == 8
+    summary = pd.read_csv(out / "summary.csv", index_col="method")
+    pd.testing.assert_frame_equal(summary, report.summary, check_exact=False, rtol=1e-12)
+    per_image = pd.read_parquet(out / "per_image.parquet")
+    assert per_image["image_id"].tolist() == report.per_image["image_id"].tolist()
+    assert per_image["image_id"].iloc[0] == "train/img_0.png"
+    curves = Image.open(out / "curves.png")
+    assert curves.size == (1000, 400)
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    assert sheet.ndim == 3 and sheet.shape[1] > 4 * 32  # two methods x (2 worst + 2 best)
+
+    parts = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert len(parts) == 3
+    assert main([*args, "--quiet"]) == 0  # resumes: nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == parts
+
+    capsys.readouterr()
+    assert main([*args, "--box-threshold", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different configuration" in err and "box_threshold" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--methods": "gradcam,saliency"}, "unknown method 'saliency'"),
+        ({"--dataset": "missing"}, "--dataset .*missing' does not exist"),
+        ({"--image-root": "missing"}, "--image-root .*missing' does not exist"),
+        ({"--out": "notadir.txt/run"}, "--out .* is not a writable directory"),
+        ({"--model": "tinymodels"}, "--model must be 'package.module:function'"),
+        ({"--model": "no_such_module:net"}, "cannot import 'no_such_module'"),
+        ({"--model": "tinymodels:nothing"}, "has no function 'nothing'"),
+        ({"--model": "tinymodels:broken"}, "failed: RuntimeError: no weights here"),
+        ({"--layer": "nope"}, "nope"),
+        ({"--box-threshold": "1.5"}, r"--box-threshold must be in \[0, 1\]"),
+        ({"--task": "retrieval", "--methods": "l2caf-specific"}, "whole embedding"),
+        ({"--format": "cub"}, "--dataset .*cub"),
+    ],
+)
+def test_foreseeable_errors_are_one_line_with_status_2(wsol_dir, capsys, change, message):
+    (wsol_dir / "notadir.txt").write_text("a file")
+    out = wsol_dir / "run"
+    args = _args(wsol_dir, out, "--quiet")
+    for option, value in change.items():
+        if option in args:
+            at = args.index(option)
+            args[at + 1] = (
+                str(wsol_dir / value)
+                if option in ("--dataset", "--image-root", "--out")
+                else value
+            )
+        else:
+            args += [option, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("sklearn-caf evaluate: error: ")
+    import re
+
+    assert re.search(message, err), err
+    assert not list(out.glob("part-*.parquet"))
+
+
+def test_a_malformed_dataset_is_an_error_before_computing(wsol_dir, capsys):
+    labels = wsol_dir / "metadata" / "class_labels.txt"
+    labels.write_text(labels.read_text().replace("train/img_3.png,0", "train/img_3.png,zero"))
+    assert main(_args(wsol_dir, wsol_dir / "run", "--quiet")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "class_labels.txt" in err and len(err.splitlines()) == 1
+
+
+def test_the_command_does_not_import_torch_until_the_model_needs_it(tmp_path):
+    code = (
+        "import sys\n"
+        "from sklearn_caf.cli import main\n"
+        f"status = main(['evaluate', '--dataset', {str(tmp_path)!r}, '--format', 'voc', "
+        f"'--out', {str(tmp_path / 'o')!r}, '--methods', 'gradcam,bogus'])\n"
+        "assert status == 2, status\n"
+        "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n"
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "unknown method 'bogus'" in result.stderr
