@@ -183,3 +183,24 @@ def test_the_command_does_not_import_torch_until_the_model_needs_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "unknown method 'bogus'" in result.stderr
+
+
+def test_scheduler_runs_the_chunks_on_a_dask_cluster(wsol_dir, capsys):
+    """--scheduler ADDRESS: the same per-image rows as a serial run (an in-process cluster
+    here, so that the test does not pay for starting worker processes)."""
+    distributed = pytest.importorskip("distributed")
+    serial, on_dask = wsol_dir / "serial", wsol_dir / "dask"
+    assert main([*_args(wsol_dir, serial, "--methods", "gradcam"), "--quiet"]) == 0
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        args = _args(
+            wsol_dir, on_dask, "--methods", "gradcam", "--scheduler", cluster.scheduler_address
+        )
+        assert main([*args, "--quiet"]) == 0
+    pd.testing.assert_frame_equal(load_report(on_dask).per_image, load_report(serial).per_image)
+    capsys.readouterr()
+    args = _args(wsol_dir, wsol_dir / "x", "--scheduler", "tcp://127.0.0.1:9")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--scheduler 'tcp://127.0.0.1:9': cannot connect" in err and len(err.splitlines()) == 1
