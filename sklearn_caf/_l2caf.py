@@ -155,18 +155,25 @@ class L2CAFExplainer(BaseExplainer):
     variant : {"fast", "vanilla"}, default="fast"
         ``"fast"`` (Eq. 3) runs the trunk once and optimizes through the head only;
         ``"vanilla"`` runs the whole network at every iteration. Both have the same optimum.
-    solver : {"auto", "exact", "adam"}, default="auto"
+    solver : {"auto", "exact", "lbfgs", "adam"}, default="auto"
         ``"exact"`` solves the problem in closed form, which requires the head to be
         affine in the filter (global average pooling then linear layers); it is
-        checked numerically at fit and at every solution. ``"adam"`` runs the authors'
-        gradient descent. ``"auto"`` uses ``"exact"`` where the check passes.
+        checked numerically at fit and at every solution (rows where it fails are
+        solved with Adam). ``"adam"`` runs the authors' optimizer (Adam, learning rate
+        decaying linearly). ``"lbfgs"`` is a Riemannian L-BFGS on the unit sphere with an
+        Armijo line search: one head evaluation per iteration, like Adam, but tens of
+        them instead of hundreds on heads that are not affine (it may stop at another
+        local optimum than Adam's). ``"auto"`` uses ``"exact"`` where the check passes,
+        else ``"adam"``.
     max_iter : int, default=1000
-        Maximum Adam iterations per filter.
+        Maximum Adam iterations, or L-BFGS head evaluations, per filter.
     tol : float, default=1e-5
-        Convergence: stop a filter when its loss changed by less than
+        Convergence. Adam: stop a filter when its loss changed by less than
         ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50).
+        L-BFGS: stop when a step turns the filter (and so moves the map) by less than
+        ``sqrt(tol)`` radians; near a minimum the loss then changes by about ``tol``.
     check_every : int, default=50
-        The paper's ``d``.
+        The paper's ``d`` (Adam only).
     learning_rate : float, default=0.5
         Adam's initial learning rate; it decays linearly to ``final_learning_rate`` at
         ``max_iter`` (the authors' schedule).
@@ -174,7 +181,14 @@ class L2CAFExplainer(BaseExplainer):
     init : {"ones", "uniform", "normal"} or ndarray, default="ones"
         Initial filter: all ones (the authors' PyTorch code; deterministic, so a batch
         gives the same maps as its images one by one), U[0, 1] (the paper), N(0, 1) (the
-        authors' TensorFlow code), or an array of the layer's spatial shape.
+        authors' TensorFlow code), or an array of the layer's spatial shape. A start
+        where the loss has no gradient (a *dead start*: the unit-norm filter attenuates
+        the features by about ``1 / sqrt(cells)``, which can switch off every unit of a
+        head with a batch norm and a ReLU) restarts from the uniform filter on the
+        image's ``r`` strongest cells (largest feature norm), ``r = cells / 2, cells / 4,
+        ..., 1``, the largest ``r`` with a gradient. Where none has one, the map is
+        uniform and a :class:`DeadFilterWarning` names the layer; no constant map is
+        returned without it.
     output : None, int, str or callable, default=None
         Which model output to explain when the model returns a tuple (index), a dict
         (key), or anything else (a callable mapping it to an (n, d) tensor).
@@ -201,7 +215,7 @@ class L2CAFExplainer(BaseExplainer):
         Size of the model's output (classes or embedding dimensions).
     filter_shape_ : tuple
         Spatial shape of the filter (the layer's feature maps without channels).
-    solver_ : {"exact", "adam"}
+    solver_ : {"exact", "lbfgs", "adam"}
         The solver used for this model and layer.
 
     See Also
@@ -337,8 +351,6 @@ class L2CAFExplainer(BaseExplainer):
                     "solver='exact' optimizes through the head only; it cannot be combined "
                     "with variant='vanilla'. Use solver='adam' or 'auto'."
                 )
-            # The whole network per evaluation: the authors' reference variant keeps
-            # their optimizer unless asked otherwise.
             self.solver_ = "lbfgs" if self.solver == "lbfgs" else "adam"
             return
         if self.solver in ("adam", "lbfgs"):
@@ -353,7 +365,7 @@ class L2CAFExplainer(BaseExplainer):
                 f"pooling then linear layers) after layer={self.layer!r}; this one is not "
                 f"(relative residual {residual.max():.2g}). Use solver='adam' or 'auto'."
             )
-        self.solver_ = "exact" if affine else "lbfgs"
+        self.solver_ = "exact" if affine else "adam"
 
     def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
         """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
@@ -419,11 +431,11 @@ class L2CAFExplainer(BaseExplainer):
             f0_np, dead = self._live_start(
                 bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
             )
-            if self.solver_ == "adam":
+            if self.solver_ != "lbfgs":
                 _, step = self._solver_parts(bound, vanilla)
                 f0 = bound.asarray(f0_np)
                 result = minimize_rows(bound, problem, f0, self._schedule(), step=step)
-            else:  # "lbfgs", and the rows an exact solution did not hold for
+            else:
                 options = LBFGSOptions(max_eval=self.max_iter, angle_tol=float(np.sqrt(self.tol)))
                 vg = self._lbfgs_parts(bound, vanilla)
                 result = minimize_rows_lbfgs(bound, problem, f0_np, options, vg)

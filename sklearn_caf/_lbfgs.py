@@ -140,7 +140,10 @@ def minimize_rows_lbfgs(
         trial /= np.linalg.norm(trial, axis=1, keepdims=True)
         ft, gt = evaluate(trial, problem)
         n_eval[rows] += 1
-        ok = ft <= fx + options.c1 * t * slope
+        # A trial where the loss has no gradient at all (every unit of the head switched
+        # off) is refused like one without enough decrease: once there, no method moves.
+        flat = np.linalg.norm(gt, axis=1) <= 1e-7 * np.maximum(np.abs(ft), 1e-30)
+        ok = (ft <= fx + options.c1 * t * slope) & ~flat
         stalled = ~ok & (t * np.linalg.norm(d, axis=1) < 1e-9)
         # Accepted rows: a curvature pair, transported to the new point by projection.
         if ok.any():

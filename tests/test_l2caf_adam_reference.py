@@ -82,11 +82,13 @@ def test_adam_follows_torch_optim_adam_with_linear_decay(n_iter, objective, kit)
 
 
 def test_the_reference_is_sensitive_to_bias_correction_and_decay():
-    """The test above can fail: the bias-corrected first step moves every cell by the full
+    """The test above can fail: the bias-corrected first step moves every cell by about the
     learning rate (without the correction: 0.1 / sqrt(0.001) = 3.2 times that), and the
     trajectory without the decay ends far outside the tolerance."""
     net = mlp_head_cnn(seed=7)
     first = torch_adam(net, "class-oblivious", 1, normalize=False)
-    np.testing.assert_allclose(np.abs(first - START), LR, rtol=1e-4)
+    # lr * |g| / (|g| + eps): just under lr where gradients are small (1e-6 here).
+    step = np.abs(first - START)
+    assert (step <= LR).all() and (step > 0.9 * LR).all()
     ref40 = torch_adam(net, "class-oblivious", 40)
     assert np.abs(torch_adam(net, "class-oblivious", 40, final=LR) - ref40).max() > 1e-2
