@@ -106,7 +106,7 @@ def check_torch(device: str, batch: int, layers: tuple[str, ...]) -> list[str]:
             f"{diff:.1e} | - |"
         )
         for objective in ("class-oblivious", "class-specific"):
-            for solver in ("auto", "adam"):
+            for solver in ("auto", "adam", "lbfgs"):
                 params = dict(layer=layer, objective=objective, solver=solver, batch_size=batch)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
