@@ -8,7 +8,7 @@ The core never imports a deep-learning framework: backends (``sklearn-caf-torch`
 from ._base import Explanation
 from ._brnpa import BRNPAParts, BRNPAPooling
 from ._gradcam import GradCAMExplainer
-from ._l2caf import L2CAFExplainer
+from ._l2caf import DeadFilterWarning, L2CAFExplainer
 from .boxes import HeatmapBoxes
 from .features import FeatureMapExtractor
 
@@ -17,6 +17,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BRNPAParts",
     "BRNPAPooling",
+    "DeadFilterWarning",
     "Explanation",
     "FeatureMapExtractor",
     "GradCAMExplainer",

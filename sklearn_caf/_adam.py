@@ -57,24 +57,27 @@ class AdamSchedule:
 
 
 class AdamStep:
-    """One Adam iteration on every row: ``(x, m1, m2, step_size, *args) -> (loss, x, m1, m2)``.
+    """One Adam iteration on every row: ``(x, m1, m2, sizes, *args) -> (loss, x, m1, m2)``.
 
-    ``loss`` is the per-row loss at the parameters before the update. ``step_size`` is the
-    bias-corrected learning rate of this iteration, a Python float. The math is written
-    once here, against the bound model's tensor ops; a backend compiles the whole step
-    through ``bound.compile`` (one trace serves every batch and subset of rows).
+    ``loss`` is the per-row loss at the parameters before the update. ``sizes`` holds the
+    iteration's bias-corrected learning rate ``lr_t sqrt(1 - b2^t) / (1 - b1^t)`` and its
+    ``eps sqrt(1 - b2^t)``: the update is then exactly ``torch.optim.Adam``'s,
+    ``lr_t / (1 - b1^t) * m1 / (sqrt(m2 / (1 - b2^t)) + eps)`` (the authors' PyTorch code).
+    The math is written once here, against the bound model's tensor ops; a backend
+    compiles the whole step through ``bound.compile`` (one trace serves every batch and
+    subset of rows).
     """
 
     def __init__(self, bound: Any, loss_fn: Callable[..., Any], schedule: AdamSchedule):
         self.bound, self.loss_fn = bound, loss_fn
         self.beta1, self.beta2, self.eps = schedule.beta1, schedule.beta2, schedule.eps
 
-    def __call__(self, x: Any, m1: Any, m2: Any, step_size: Any, *args: Any) -> tuple:
+    def __call__(self, x: Any, m1: Any, m2: Any, sizes: Any, *args: Any) -> tuple:
         bound, b1, b2 = self.bound, self.beta1, self.beta2
         loss, grad = bound.value_and_grad(lambda p: self.loss_fn(p, *args), x)
         m1 = m1 * b1 + grad * (1 - b1)
         m2 = m2 * b2 + (grad * grad) * (1 - b2)
-        x = x - (m1 / (bound.sqrt(m2) + self.eps)) * step_size
+        x = x - (m1 / (bound.sqrt(m2) + sizes[1])) * sizes[0]
         return loss, x, m1, m2
 
 
@@ -82,7 +85,7 @@ class AdamSteps:
     """Adam iterations on every row, run in one call:
     ``(x, m1, m2, step_sizes, n, *args) -> (loss, x, m1, m2)``.
 
-    ``step_sizes`` is a 1-D tensor of the bias-corrected learning rates of the ``n``
+    ``step_sizes`` is an (n, 2) tensor of the :class:`AdamStep` ``sizes`` of the ``n``
     iterations (``n`` its length, a Python int the backend may turn into a tensor); ``loss``
     is the per-row loss of the last iteration, at the parameters before its update: what a
     convergence check after these iterations reads. The loop is the bound model's optional
@@ -174,10 +177,13 @@ def minimize_rows(
     x, m1, m2 = x0, bound.zeros_like(x0), bound.zeros_like(x0)
     b1, b2 = schedule.beta1, schedule.beta2
     previous = None
-    # Bias-corrected learning rates of every iteration, made on the host once.
+    # Bias-corrected learning rates and epsilons of every iteration, made on the host once.
     step_sizes = np.asarray(
         [
-            float(schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t))
+            (
+                schedule.rate(t) * np.sqrt(1 - b2**t) / (1 - b1**t),
+                schedule.eps * np.sqrt(1 - b2**t),
+            )
             for t in range(1, schedule.max_iter + 1)
         ],
         dtype=np.float32,

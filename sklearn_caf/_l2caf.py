@@ -15,9 +15,25 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _sphere
 from ._adam import AdamSchedule, AdamSteps, compiled, minimize_rows
 from ._base import BaseExplainer, _spatial_axes
+from ._lbfgs import LBFGSOptions, ValueAndGrad, minimize_rows_lbfgs
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
 _PROBE_BUDGET = 2**24
+
+# A start is dead when the loss changes by less than this fraction of itself per radian of
+# rotation of the filter: in float32 a live gradient is many orders of magnitude above it,
+# and a dead one (every unit after the filter switched off) is exactly zero.
+_DEAD_RTOL = 1e-7
+
+
+class DeadFilterWarning(UserWarning):
+    """An L2-CAF filter could not move from its start: its map is uniform, not a result.
+
+    Raised when the loss has no gradient at the initial filter (typically every unit of
+    the head is switched off by the attenuation a unit-norm filter applies, as before a
+    batch norm and a ReLU) and no one-cell start revives it, or when a map comes out
+    constant for any other reason.
+    """
 
 
 def _filter_shape(bound: Any, a: Any) -> tuple[int, ...]:
@@ -33,6 +49,17 @@ def _caller_stacklevel() -> int:
     ):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _vanishing(loss: np.ndarray, grad: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Rows whose loss does not change to first order as the filter turns on the sphere."""
+    m = len(f)
+    f, grad = f.reshape(m, -1).astype(np.float64), grad.reshape(m, -1).astype(np.float64)
+    norm = np.linalg.norm(f, axis=1)
+    unit = f / np.maximum(norm, 1e-300)[:, None]
+    tangent = grad - (grad * unit).sum(axis=1, keepdims=True) * unit
+    slope = np.linalg.norm(tangent, axis=1) * norm  # loss change per radian
+    return slope <= _DEAD_RTOL * np.maximum(np.abs(loss.astype(np.float64)), 1e-30)
 
 
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -128,18 +155,25 @@ class L2CAFExplainer(BaseExplainer):
     variant : {"fast", "vanilla"}, default="fast"
         ``"fast"`` (Eq. 3) runs the trunk once and optimizes through the head only;
         ``"vanilla"`` runs the whole network at every iteration. Both have the same optimum.
-    solver : {"auto", "exact", "adam"}, default="auto"
+    solver : {"auto", "exact", "lbfgs", "adam"}, default="auto"
         ``"exact"`` solves the problem in closed form, which requires the head to be
         affine in the filter (global average pooling then linear layers); it is
-        checked numerically at fit and at every solution. ``"adam"`` runs the authors'
-        gradient descent. ``"auto"`` uses ``"exact"`` where the check passes.
+        checked numerically at fit and at every solution (rows where it fails are
+        solved with Adam). ``"adam"`` runs the authors' optimizer (Adam, learning rate
+        decaying linearly). ``"lbfgs"`` is a Riemannian L-BFGS on the unit sphere with an
+        Armijo line search: one head evaluation per iteration, like Adam, but tens of
+        them instead of hundreds on heads that are not affine (it may stop at another
+        local optimum than Adam's). ``"auto"`` uses ``"exact"`` where the check passes,
+        else ``"adam"``.
     max_iter : int, default=1000
-        Maximum Adam iterations per filter.
+        Maximum Adam iterations, or L-BFGS head evaluations, per filter.
     tol : float, default=1e-5
-        Convergence: stop a filter when its loss changed by less than
+        Convergence. Adam: stop a filter when its loss changed by less than
         ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50).
+        L-BFGS: stop when a step turns the filter (and so moves the map) by less than
+        ``sqrt(tol)`` radians; near a minimum the loss then changes by about ``tol``.
     check_every : int, default=50
-        The paper's ``d``.
+        The paper's ``d`` (Adam only).
     learning_rate : float, default=0.5
         Adam's initial learning rate; it decays linearly to ``final_learning_rate`` at
         ``max_iter`` (the authors' schedule).
@@ -147,7 +181,14 @@ class L2CAFExplainer(BaseExplainer):
     init : {"ones", "uniform", "normal"} or ndarray, default="ones"
         Initial filter: all ones (the authors' PyTorch code; deterministic, so a batch
         gives the same maps as its images one by one), U[0, 1] (the paper), N(0, 1) (the
-        authors' TensorFlow code), or an array of the layer's spatial shape.
+        authors' TensorFlow code), or an array of the layer's spatial shape. A start
+        where the loss has no gradient (a *dead start*: the unit-norm filter attenuates
+        the features by about ``1 / sqrt(cells)``, which can switch off every unit of a
+        head with a batch norm and a ReLU) restarts from the uniform filter on the
+        image's ``r`` strongest cells (largest feature norm), ``r = cells / 2, cells / 4,
+        ..., 1``, the largest ``r`` with a gradient. Where none has one, the map is
+        uniform and a :class:`DeadFilterWarning` names the layer; no constant map is
+        returned without it.
     output : None, int, str or callable, default=None
         Which model output to explain when the model returns a tuple (index), a dict
         (key), or anything else (a callable mapping it to an (n, d) tensor).
@@ -174,7 +215,7 @@ class L2CAFExplainer(BaseExplainer):
         Size of the model's output (classes or embedding dimensions).
     filter_shape_ : tuple
         Spatial shape of the filter (the layer's feature maps without channels).
-    solver_ : {"exact", "adam"}
+    solver_ : {"exact", "lbfgs", "adam"}
         The solver used for this model and layer.
     split_ : str or None
         How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
@@ -207,7 +248,7 @@ class L2CAFExplainer(BaseExplainer):
         **BaseExplainer._parameter_constraints,
         "objective": [StrOptions({"class-oblivious", "class-specific"})],
         "variant": [StrOptions({"fast", "vanilla"})],
-        "solver": [StrOptions({"auto", "exact", "adam"})],
+        "solver": [StrOptions({"auto", "exact", "adam", "lbfgs"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "check_every": [Interval(Integral, 1, None, closed="left")],
@@ -289,6 +330,16 @@ class L2CAFExplainer(BaseExplainer):
             cache[key] = (loss, compiled(bound, AdamSteps(bound, loss, self._schedule())))
         return cache[key]
 
+    def _lbfgs_parts(self, bound: Any, vanilla: bool) -> Any:
+        """The (compiled) loss-and-gradient of the L-BFGS solver, made once per
+        configuration and bound model, like :meth:`_solver_parts`."""
+        cache = self.__dict__.setdefault("_solver_cache", {})
+        key = ("lbfgs", id(bound), self.objective, vanilla)
+        if key not in cache:
+            loss, _ = self._solver_parts(bound, vanilla)
+            cache[key] = compiled(bound, ValueAndGrad(bound, loss))
+        return cache[key]
+
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
         self._solver_cache = {}  # compiled steps belong to the previous bound model
         spatial = _filter_shape(bound, a)
@@ -304,10 +355,10 @@ class L2CAFExplainer(BaseExplainer):
                     "solver='exact' optimizes through the head only; it cannot be combined "
                     "with variant='vanilla'. Use solver='adam' or 'auto'."
                 )
-            self.solver_ = "adam"
+            self.solver_ = "lbfgs" if self.solver == "lbfgs" else "adam"
             return
-        if self.solver == "adam":
-            self.solver_ = "adam"
+        if self.solver in ("adam", "lbfgs"):
+            self.solver_ = self.solver
             return
         outputs = self._probe(bound, a, context)
         *_, residual = _sphere.fit_affine(outputs)
@@ -363,6 +414,7 @@ class L2CAFExplainer(BaseExplainer):
         filters = np.empty((rows.size, *spatial), dtype=np.float32)
         n_iter = np.zeros(rows.size, dtype=np.int64)
         todo = np.arange(rows.size)
+        dead = np.zeros(0, dtype=bool)
         if self.solver_ == "exact":
             solved, filters_exact = self._solve_exact(bound, a, context, out, rows, targets)
             filters[solved] = filters_exact[solved]
@@ -379,10 +431,18 @@ class L2CAFExplainer(BaseExplainer):
             else:
                 ctx = tuple(bound.take(c, sel) for c in context)
                 problem = self._filter_problem(bound, bound.take(a, sel), ctx, target)
-            schedule = self._schedule()
-            _, step = self._solver_parts(bound, vanilla=self.variant == "vanilla")
-            f0 = bound.asarray(self._initial_filters(todo.size, spatial, rng))
-            result = minimize_rows(bound, problem, f0, schedule, step=step)
+            vanilla = self.variant == "vanilla"
+            f0_np, dead = self._live_start(
+                bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
+            )
+            if self.solver_ != "lbfgs":
+                _, step = self._solver_parts(bound, vanilla)
+                f0 = bound.asarray(f0_np)
+                result = minimize_rows(bound, problem, f0, self._schedule(), step=step)
+            else:
+                options = LBFGSOptions(max_eval=self.max_iter, angle_tol=float(np.sqrt(self.tol)))
+                vg = self._lbfgs_parts(bound, vanilla)
+                result = minimize_rows_lbfgs(bound, problem, f0_np, options, vg)
             filters[todo] = result.params
             n_iter[todo] = result.n_iter
             if not result.converged.all():
@@ -395,7 +455,79 @@ class L2CAFExplainer(BaseExplainer):
                 )
         axes = tuple(range(1, filters.ndim))
         filters /= np.sqrt((filters.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+        self._warn_constant(filters, n_dead=int(dead.sum()) if todo.size else 0)
         return filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
+
+    def _live_start(self, bound: Any, problem: _FilterProblem, f0: np.ndarray, a: Any):
+        """Initial filters whose loss has a gradient, and which rows have none at all.
+
+        A filter of unit norm spread over ``p`` cells scales every feature by about
+        ``1 / sqrt(p)``; before a batch norm and a ReLU that can switch every unit of the
+        head off, so the loss is flat at the start and gradient descent never moves (a
+        dead start). Such a row restarts from the uniform filter on its ``r`` cells of
+        largest feature norm (``a``: the layer's feature maps of the rows), which scales
+        them by ``1 / sqrt(r)`` instead: ``r = p / 2, p / 4, ..., 1``, the largest ``r``
+        whose loss has a gradient, i.e. the least change to the start that undoes the
+        attenuation. One head evaluation per halving, for the dead rows only. Rows that
+        no such start revives keep their start; :meth:`_warn_constant` reports them.
+        """
+        m, spatial = f0.shape[0], f0.shape[1:]
+        p = int(np.prod(spatial))
+        loss, grad = bound.value_and_grad(problem.loss, bound.asarray(f0))
+        dead = _vanishing(bound.to_numpy(loss), bound.to_numpy(grad), f0)
+        if not dead.any():
+            return f0, dead
+        rows = np.flatnonzero(dead)
+        feats = bound.to_numpy(bound.take(a, rows)).astype(np.float64)
+        axis = bound.channel_axis % feats.ndim
+        order = np.argsort(-np.sqrt((feats**2).sum(axis=axis)).reshape(rows.size, p), axis=1)
+        sub = problem.take(rows)
+        f0 = f0.reshape(m, p).copy()
+        todo = np.arange(rows.size)  # dead rows (indices into ``rows``) not yet revived
+        r = p // 2
+        while todo.size and r >= 1:
+            trial = np.zeros((todo.size, p), dtype=np.float32)
+            np.put_along_axis(trial, order[todo, :r], 1.0, axis=1)
+            part = sub if todo.size == rows.size else sub.take(todo)
+            t_loss, t_grad = bound.value_and_grad(
+                part.loss, bound.asarray(trial.reshape(-1, *spatial))
+            )
+            live = ~_vanishing(bound.to_numpy(t_loss), bound.to_numpy(t_grad), trial)
+            f0[rows[todo[live]]] = trial[live]
+            todo, r = todo[~live], r // 2
+        still = np.zeros(m, dtype=bool)
+        still[rows[todo]] = True
+        if self.verbose:
+            print(
+                f"L2-CAF at layer={self.layer!r}: {rows.size} dead start(s), "
+                f"{rows.size - todo.size} restarted on their strongest cells"
+            )
+        return f0.reshape(m, *spatial), still
+
+    def _warn_constant(self, filters: np.ndarray, n_dead: int) -> None:
+        """Never return a uniform map silently."""
+        flat = np.abs(filters.reshape(len(filters), -1))
+        top = flat.max(axis=1)
+        constant = int((top - flat.min(axis=1) <= 1e-6 * top).sum())
+        if not constant:
+            return
+        why = (
+            f"the loss has no gradient at the start of {n_dead} of them, nor on any number "
+            f"of their strongest cells (every unit of the head after the filter is switched "
+            f"off, e.g. by a batch norm and a ReLU that the filter's attenuation pushes below "
+            f"zero)"
+            if n_dead
+            else "the optimum found is uniform"
+        )
+        warnings.warn(
+            f"L2-CAF at layer={self.layer!r} returned {constant} constant map(s) of "
+            f"{len(filters)}: {why}. These maps say nothing about the image. Try a later "
+            f"layer (e.g. the last feature map, after its activation), another start "
+            f"(init='normal' with a random_state, or an init array), or "
+            f"objective='class-specific'.",
+            DeadFilterWarning,
+            stacklevel=_caller_stacklevel(),
+        )
 
     def _solve_exact(self, bound, a, context, out, rows, targets):
         """Closed-form filters for the rows whose head is verified affine."""
@@ -421,7 +553,18 @@ class L2CAFExplainer(BaseExplainer):
             bound.head(a_rows * bound.expand_dims(unit, bound.channel_axis), ctx)
         )
         predicted = np.einsum("ndp,np->nd", jac_rows, f.reshape(rows.size, n_cells)) + b_rows
-        ok = (residual[rows] <= _sphere.AFFINE_RTOL) & (
-            _sphere.relative_residual(predicted[:, None], actual[:, None]) <= _sphere.AFFINE_RTOL
+        # A head whose output does not depend on the filter at all (every unit after it
+        # switched off) makes every filter optimal: such rows go to the iterative path,
+        # which restarts or warns (see _live_start).
+        flat = np.abs(jac_rows).max(axis=(1, 2)) <= _DEAD_RTOL * np.maximum(
+            np.abs(b_rows).max(axis=1), 1e-30
+        )
+        ok = (
+            (residual[rows] <= _sphere.AFFINE_RTOL)
+            & (
+                _sphere.relative_residual(predicted[:, None], actual[:, None])
+                <= _sphere.AFFINE_RTOL
+            )
+            & ~flat
         )
         return ok, f

@@ -105,6 +105,45 @@ if torch is not None:
             )
         ).eval()
 
+    def dead_start_cnn(X: np.ndarray, *, revivable: bool = True, seed: int = 0) -> nn.Sequential:
+        """A head that a uniform unit-norm filter switches off: L2-CAF's dead start.
+
+        conv1-ReLU (the layer "relu1", h x w cells), then the head: a 1x1 conv with
+        non-negative weights, a batch norm whose bias is calibrated on ``X``, ReLU, GAP,
+        linear. The uniform filter scales every feature by ``1 / sqrt(h w)``; the bias puts
+        every pre-ReLU unit below zero then, so the head's output is constant and the
+        loss has no gradient at ``init="ones"``. With ``revivable`` a one-cell filter (full
+        strength at one cell) switches some units on again; without, the bias keeps every
+        unit off for every unit-norm filter (no filter has a gradient anywhere).
+        """
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, 4, 3, padding=1),
+                relu1=nn.ReLU(),
+                conv2=nn.Conv2d(4, 6, 1),
+                bn=nn.BatchNorm2d(6),
+                relu2=nn.ReLU(),
+                pool=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(6, 5),
+            )
+        ).eval()
+        with torch.no_grad():
+            net.conv2.weight.abs_()
+            net.conv2.bias.zero_()
+            net.bn.running_mean.zero_()
+            net.bn.running_var.fill_(1 - net.bn.eps)  # the batch norm is bias + identity
+            a = net.conv2(net.relu1(net.conv1(torch.as_tensor(X))))  # (n, 6, h, w), >= 0
+            cells = a.shape[2] * a.shape[3]
+            peak = a.amax(dim=(0, 2, 3))
+            # Uniform filter: every unit <= peak / sqrt(cells) < the threshold. A one-cell
+            # filter reaches the peak itself, above it (when revivable); no filter on 2^k cells
+            # puts a unit exactly at the threshold.
+            threshold = 2.5 * peak / np.sqrt(cells) if revivable else 2 * peak
+            net.bn.bias.copy_(-threshold)
+        return net
+
     def linear_head(weight, bias) -> nn.Sequential:
         """GAP -> Flatten -> Linear with the given (d, C) weight and (d,) bias.
 
@@ -238,6 +277,13 @@ def keras_twin(net):
             return dense(m, name)(h)
         if isinstance(m, nn.ReLU):
             return L.ReLU(name=name)(h)
+        if isinstance(m, nn.BatchNorm2d):  # inference: the running statistics
+            layer = L.BatchNormalization(epsilon=m.eps, name=name)
+            layer.build((None, None, None, m.num_features))
+            layer.set_weights(
+                [t.detach().numpy() for t in (m.weight, m.bias, m.running_mean, m.running_var)]
+            )
+            return layer(h)
         if isinstance(m, nn.AdaptiveAvgPool2d):
             return L.GlobalAveragePooling2D(name=name)(h)
         if isinstance(m, nn.AvgPool2d):

@@ -185,7 +185,7 @@ def test_not_fitted(explainer, method):
         (L2CAFExplainer, "max_iter", 0),
         (L2CAFExplainer, "batch_size", 0),
         (L2CAFExplainer, "variant", "slow"),
-        (L2CAFExplainer, "solver", "lbfgs"),
+        (L2CAFExplainer, "solver", "newton"),
         (L2CAFExplainer, "init", "zeros"),
         (L2CAFExplainer, "tol", -1.0),
         (L2CAFExplainer, "learning_rate", 0.0),
