@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -280,10 +281,11 @@ class InterceptSplit:
     more trunk pass). The layer must run exactly once per forward pass.
 
     The interception is an instance attribute ``call`` on the layer object (Keras's
-    ``__call__`` looks ``self.call`` up at every call), set only for the duration of one
-    trunk or head call and removed in a ``finally``: between calls, and after an error,
-    the layer is exactly as it was (no attribute, wrapper or variable left; Keras's
-    attribute tracking is bypassed, so nothing is tracked either). Under ``tf.function``
+    ``__call__`` looks ``self.call`` up at every call), set only while trunk or head calls
+    run and removed after the last: between calls, and after an error, the layer is
+    exactly as it was (no attribute, wrapper or variable left; Keras's
+    attribute tracking is bypassed, so nothing is tracked either). Each thread sees only its
+    own interception (see :class:`_Patched`), so threads may share the model. Under ``tf.function``
     the interception happens at trace time, which is when Python code runs, so the
     compiled graph holds the substituted call and no interception is needed when it runs.
     """
@@ -304,8 +306,6 @@ class InterceptSplit:
 
     def trunk(self, x: Any) -> tuple[Any, tuple]:
         captured: list = []
-        target = self.target
-        original = target.call
         # The first pass (in fit) runs the whole model, to check that the layer runs
         # exactly once; later passes stop right after the layer.
         stop = self._checked
@@ -317,7 +317,7 @@ class InterceptSplit:
                 raise _LayerRan("trunk done")
             return out
 
-        with self._intercept(capture):
+        with self._intercept(capture) as original:
             try:
                 self._run_model(x)
             except _LayerRan:
@@ -356,23 +356,76 @@ class InterceptSplit:
 
 
 class _Patched:
-    """``layer.call`` replaced by ``replacement`` inside the block; on exit the layer's
-    ``__dict__`` is as before, also when an error was raised."""
+    """``layer.call`` replaced by ``replacement`` inside the block, for the current thread.
 
-    _MISSING = object()
+    Several threads may intercept one layer at once (explainers sharing a model in a thread
+    pool): the first one in puts a :class:`_Dispatcher` in the layer's ``__dict__``, which
+    calls each thread's own replacement (and the layer's own ``call`` for threads that
+    intercept nothing), and the last one out removes it. On exit the layer's ``__dict__`` is
+    as before, also when an error was raised.
+    """
 
     def __init__(self, layer: Any, replacement: Callable):
         self.layer, self.replacement = layer, replacement
 
-    def __enter__(self) -> None:
-        layer = self.layer
-        self.saved = layer.__dict__.get("call", self._MISSING)
-        # object.__setattr__: Keras's (and TensorFlow's AutoTrackable) __setattr__ would
-        # track the attribute; this writes the instance dict only.
-        object.__setattr__(layer, "call", self.replacement)
+    def __enter__(self) -> Callable:
+        """Returns the layer's own ``call`` (for a replacement that wraps it)."""
+        dispatcher = _Dispatcher.acquire(self.layer)
+        dispatcher.push(self.replacement)
+        self.dispatcher = dispatcher
+        return dispatcher.original
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.saved is self._MISSING:
-            object.__delattr__(self.layer, "call")
-        else:
-            object.__setattr__(self.layer, "call", self.saved)
+        self.dispatcher.pop()
+        _Dispatcher.release(self.layer)
+
+
+class _Dispatcher:
+    """The ``call`` of an intercepted layer: the innermost replacement of the calling thread,
+    or the layer's own ``call``."""
+
+    _MISSING = object()
+    _lock = threading.Lock()
+    _installed: dict[int, list] = {}  # id(layer) -> [dispatcher, number of interceptions]
+
+    def __init__(self, layer: Any):
+        self.saved = layer.__dict__.get("call", self._MISSING)
+        self.original = layer.call
+        self.local = threading.local()
+
+    @classmethod
+    def acquire(cls, layer: Any) -> _Dispatcher:
+        with cls._lock:
+            entry = cls._installed.get(id(layer))
+            if entry is None:
+                entry = cls._installed[id(layer)] = [cls(layer), 0]
+                # object.__setattr__: Keras's (and TensorFlow's AutoTrackable) __setattr__
+                # would track the attribute; this writes the instance dict only.
+                object.__setattr__(layer, "call", entry[0])
+            entry[1] += 1
+            return entry[0]
+
+    @classmethod
+    def release(cls, layer: Any) -> None:
+        with cls._lock:
+            entry = cls._installed[id(layer)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del cls._installed[id(layer)]
+                if entry[0].saved is cls._MISSING:
+                    object.__delattr__(layer, "call")
+                else:
+                    object.__setattr__(layer, "call", entry[0].saved)
+
+    def push(self, replacement: Callable) -> None:
+        stack = self.local.__dict__.setdefault("stack", [])
+        stack.append(replacement)
+
+    def pop(self) -> None:
+        self.local.stack.pop()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        stack = self.local.__dict__.get("stack")
+        if stack:
+            return stack[-1](*args, **kwargs)
+        return self.original(*args, **kwargs)
