@@ -506,6 +506,43 @@ def test_subclassed_model_bad_layers(tfk):
     assert "call" not in vars(net.conv)
 
 
+def test_subclassed_model_layers_by_attribute_name(tfk):
+    """``self.c2 = Conv2D(...)`` is named "conv2d_N" by Keras; ``layer="c2"`` finds it, and an
+    unknown layer's error suggests the convolutions (by attribute), not the dense layer."""
+    _, keras = tfk
+    L = keras.layers
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.c1 = L.Conv2D(3, 3, padding="same")
+            self.c2 = L.Conv2D(4, 3, padding="same")
+            self.dense_1 = L.Dense(3)
+
+        def call(self, x):
+            h = keras.ops.relu(self.c2(self.c1(x)))
+            return self.dense_1(keras.ops.mean(h, axis=(1, 2)))
+
+    keras.utils.set_random_seed(0)
+    net = Net()
+    X = _images(2)
+    net(X)
+    assert net.c2.name != "c2"
+    by_attribute = GradCAMExplainer(model=net, layer="c2").fit(X).explain(X).maps
+    by_name = GradCAMExplainer(model=net, layer=net.c2.name).fit(X).explain(X).maps
+    assert_array_equal(by_attribute, by_name)
+    with pytest.raises(ValueError, match=r"layer='c3' is not a layer") as info:
+        GradCAMExplainer(model=net, layer="c3").fit(X)
+    message = str(info.value)
+    assert "Did you mean 'c1', 'c2'?" in message or "Did you mean 'c2', 'c1'?" in message
+    assert "feature maps: 'c1', 'c2'." in message
+    assert "dense" not in message
+    with pytest.raises(ValueError, match=r"layer='dense_2' is not a layer") as info:
+        GradCAMExplainer(model=net, layer="dense_2").fit(X)
+    assert "Did you mean" not in str(info.value)  # not the dense layer
+    assert "feature maps: 'c1', 'c2'." in str(info.value)
+
+
 def test_layer_inside_a_subclassed_block_of_a_functional_model(tfk):
     """The path goes through a subclassed model: intercepted at the inner layer."""
     _, keras = tfk
