@@ -89,8 +89,17 @@ class BaseExplainer(ModelEstimator):
             self._check_feature_map(a)
             self.layer_shape_ = tuple(int(s) for s in a.shape[1:])
             self.n_outputs_ = int(out.shape[1])
+            self._check_top_k()
             self._fit_bound(bound, X[:1], a, context, out)
         return self
+
+    def _check_top_k(self) -> None:
+        # Explaining fewer classes than asked for would be a silent wrong result.
+        if self._uses_targets() and self.top_k > self.n_outputs_:
+            raise ValueError(
+                f"top_k={self.top_k} is larger than the number of classes the model outputs "
+                f"({self.n_outputs_}); pass top_k <= {self.n_outputs_}."
+            )
 
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
         """Hook for subclasses to decide things once the model is bound."""
@@ -127,6 +136,8 @@ class BaseExplainer(ModelEstimator):
                     f"explains the whole output ({self._whole_output_reason()})."
                 )
             targets = check_targets(targets, X.shape[0], self.n_outputs_)
+        else:
+            self._check_top_k()  # top_k may have been set after fit
         rng = check_random_state(getattr(self, "random_state", None))
         input_size = tuple(X.shape[ax] for ax in _spatial_axes(X.ndim, channel))
         parts: list[tuple] = []

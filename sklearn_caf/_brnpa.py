@@ -400,6 +400,14 @@ class BRNPAPooling(TransformerMixin, BaseEstimator):
                 f"was fitted with {self.n_channels_}."
             )
         n, spatial = X.shape[0], X.shape[2:]
+        n_positions = int(np.prod(spatial))
+        if self.selection == "random" and self.n_parts > n_positions:
+            # Beyond L, "distinct positions" would silently repeat one.
+            raise ValueError(
+                f"n_parts={self.n_parts} distinct random positions cannot be drawn from a "
+                f"feature map of {n_positions} positions (spatial shape {tuple(spatial)}); "
+                f"pass n_parts <= {n_positions}."
+            )
         flat = np.moveaxis(X.reshape(n, self.n_channels_, -1), 1, -1)  # (n, L, C)
         result = representative_vectors(
             flat,

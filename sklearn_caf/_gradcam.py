@@ -57,6 +57,7 @@ class GradCAMExplainer(BaseExplainer):
         Applied to the weighted sum: ReLU (Grad-CAM) or absolute value (Grad-CAM-abs).
     top_k : int, default=1
         With ``objective="class"`` and no targets: explain the ``top_k`` predicted classes.
+        More than the model's number of classes is an error.
     output : None, int, str or callable, default=None
         Which model output to explain (tuple index, dict key, or a callable).
     batch_size : int, default=32

@@ -151,7 +151,7 @@ class L2CAFExplainer(BaseExplainer):
         per explained class; logits only).
     top_k : int, default=1
         With ``objective="class-specific"`` and no targets: explain the ``top_k``
-        predicted classes.
+        predicted classes. More than the model's number of classes is an error.
     variant : {"fast", "vanilla"}, default="fast"
         ``"fast"`` (Eq. 3) runs the trunk once and optimizes through the head only;
         ``"vanilla"`` runs the whole network at every iteration. Both have the same optimum.

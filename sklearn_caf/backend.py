@@ -220,7 +220,8 @@ def _resolve(name: str) -> Any:
     if name not in eps:
         raise ValueError(
             f"backend={name!r} is not installed; installed backends: "
-            f"{available_backends() or 'none'}. Install one: `pip install sklearn-caf[torch]`."
+            f"{available_backends() or 'none'}. Install one from a checkout (the backends "
+            f"are not on PyPI yet): `pip install -e ./backends/torch`."
         )
     return eps[name].load()
 
@@ -271,5 +272,5 @@ def get_backend(model: Any, backend: str | Backend | type | None = None) -> Back
     raise TypeError(
         f"model must be a model of an installed backend's framework; got an object of type "
         f"{type(model).__module__}.{type(model).__qualname__}. Installed backends: "
-        f"{', '.join(names) if names else 'none (pip install sklearn-caf[torch])'}."
+        f"{', '.join(names) if names else 'none; in a checkout: pip install -e ./backends/torch'}."
     )

@@ -15,31 +15,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+# What the demo's implementation needs too lives in _demo_options, which neither this
+# module nor sklearn_caf_torch.demo has to import the other for.
+from ._demo_options import (
+    BOX_THRESHOLD,
+    DEMO_HINT,
+    N_CLASSES,
+    RESULT_COLUMNS,
+    DemoError,
+    check_args,
+    parse_device,
+)
+
+__all__ = ["RESULT_COLUMNS", "main"]
 
 _PROG = "sklearn-caf"
-DEMO_HINT = (
-    'pip install "sklearn-caf[demo]" (in a checkout: '
-    'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch)'
-)
-
-#: The CAM rule of Zhou et al.: boxes keep the pixels at 20% of the map's maximum or more.
-BOX_THRESHOLD = 0.2
-
-#: Columns of ``results.csv``, in order.
-RESULT_COLUMNS = (
-    "image",
-    "method",
-    "class_index",
-    "class_name",
-    "probability",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "box_score",
-    "n_iter",
-)
 
 
 def _positive_int(text: str) -> int:
@@ -70,37 +60,41 @@ def _build_parser() -> argparse.ArgumentParser:
             "class-oblivious L2-CAF, class-specific L2-CAF and Grad-CAM (both for the "
             "predicted classes). Writes one overlay PNG per photo and method (heatmap and "
             f"its box at {BOX_THRESHOLD:g} of the maximum), contact_sheet.png and "
-            "results.csv. Needs the demo extra: " + DEMO_HINT
+            "results.csv. Needs the demo extra, " + DEMO_HINT + "."
         ),
         epilog=(
             "In results.csv the class of a class-oblivious row is the model's top "
-            "prediction; its map explains the whole output, not that class."
+            "prediction; its map explains the whole output, not that class. A new run into "
+            "the same --out replaces the files an earlier run wrote there (and only those)."
         ),
     )
     demo.add_argument(
         "--out",
         default="caf-demo",
         metavar="DIR",
-        help="output directory, created if needed (default: %(default)s)",
+        help="output directory, created if needed; the files of an earlier run in it are "
+        "replaced (default: %(default)s)",
     )
     demo.add_argument(
         "--top-k",
         type=_positive_int,
         default=1,
         metavar="K",
-        help="explain the K most probable classes with the class methods (default: 1)",
+        help=f"explain the K most probable classes with the class methods, at most "
+        f"{N_CLASSES} (default: 1)",
     )
     demo.add_argument(
         "--device",
         default="auto",
-        help="'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:1'... (default: auto)",
+        type=parse_device,
+        help="'auto' (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)",
     )
     demo.add_argument(
         "--max-images",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="explain only the first N photos (default: all 7)",
+        help="explain only the first N of the 7 photos (default: all)",
     )
     demo.add_argument(
         "--batch-size",
@@ -155,11 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # Everything foreseeable fails here, in one line and before any computation, rather
+    # than as a traceback after minutes of work.
+    try:
+        check_args(args)
+    except DemoError as exc:
+        print(f"{_PROG} demo: error: {exc}", file=sys.stderr)
+        return 2
     try:
         from sklearn_caf_torch.demo import run
     except ImportError as exc:
         print(
-            f"{_PROG} demo: error: {exc}\nThe demo needs its extra: {DEMO_HINT}", file=sys.stderr
+            f"{_PROG} demo: error: {exc}; the demo needs its extra, {DEMO_HINT}.",
+            file=sys.stderr,
         )
-        return 1
+        return 2
     return run(args)

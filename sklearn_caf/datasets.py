@@ -42,7 +42,7 @@ def _skimage_data():
     except ImportError as exc:
         raise ImportError(
             "load_sample_photos needs scikit-image for most of its photos: "
-            'pip install scikit-image (or pip install "sklearn-caf[demo]").'
+            "pip install scikit-image."
         ) from exc
     return skimage.data
 

@@ -150,6 +150,16 @@ def test_random_selection_is_seeded_and_draws_distinct_positions():
     assert not np.array_equal(first.locations, other)
 
 
+def test_random_selection_of_more_parts_than_positions_is_an_error():
+    X = np.random.default_rng(0).random((2, 4, 3, 3))
+    pool = BRNPAPooling(n_parts=9, selection="random", random_state=0).fit(X)
+    assert pool.explain(X).locations.shape == (2, 9, 2)  # every position once: fine
+    with pytest.raises(ValueError, match=r"n_parts=10 distinct .* 9 positions"):
+        pool.set_params(n_parts=10).explain(X)
+    # The activation rule may select a position again, as in the authors' algorithm.
+    assert BRNPAPooling(n_parts=10).fit(X).explain(X).locations.shape == (2, 10, 2)
+
+
 # -- properties ---------------------------------------------------------------------------------
 
 _values = st.one_of(st.just(0.0), st.floats(0.5, 10.0, allow_nan=False, width=32))

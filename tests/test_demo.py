@@ -83,9 +83,10 @@ def test_demo_csv_has_one_row_per_image_and_method(demo_dir):
         assert 0 < float(row["box_score"]) <= 1
         assert row["class_name"]
         if row["method"] == "gradcam":
-            assert row["n_iter"] == ""  # Grad-CAM does not iterate
+            assert row["n_iter"] == row["solver"] == ""  # Grad-CAM does not iterate
         else:
-            assert int(row["n_iter"]) >= 0
+            # EfficientNet's head is affine at the layer: solved in closed form.
+            assert (row["solver"], row["n_iter"]) == ("exact", "0")
 
 
 def test_demo_recognizes_the_cat(demo_dir):
@@ -106,8 +107,10 @@ def test_demo_writes_valid_pngs(demo_dir):
     for name, method in product(["chelsea", "coffee"], METHODS):
         with Image.open(demo_dir / f"{name}_{method}.png") as im:
             assert im.format == "PNG"
-            assert im.size == (SIZE, SIZE)
+            assert im.size == (SIZE, SIZE + 16)  # the image, then its 16 px caption
             assert im.mode == "RGB"
+            caption = np.asarray(im)[SIZE:]
+            assert (caption < 128).any() and (caption == 255).mean() > 0.5  # dark text
     with Image.open(demo_dir / "contact_sheet.png") as sheet:
         # 2 rows x (photo + 3 methods), 4 px padding, 16 px caption strips.
         assert sheet.size == (4 + 4 * (SIZE + 4), 4 + 2 * (SIZE + 16 + 4))
@@ -132,8 +135,14 @@ def test_demo_is_quiet_with_quiet(demo_run):
 
 
 def test_demo_top_k_and_summary(tmp_path, capsys):
+    from PIL import Image
+
     _needs_demo_extra()
     out = tmp_path / "nested" / "out"
+    out.mkdir(parents=True)
+    # An earlier run's file (another photo, another K) is replaced; the user's are kept.
+    (out / "astronaut_gradcam_top3.png").write_bytes(b"")
+    (out / "notes.png").write_bytes(b"")
     torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     try:
@@ -150,10 +159,18 @@ def test_demo_top_k_and_summary(tmp_path, capsys):
     for method, rank in product(METHODS[1:], (1, 2)):
         assert (out / f"chelsea_{method}_top{rank}.png").is_file()
     assert (out / f"chelsea_{METHODS[0]}.png").is_file()
+    assert not (out / "astronaut_gradcam_top3.png").exists()
+    assert (out / "notes.png").exists()
+    assert {r["solver"] for r in rows} == {"exact", ""}
+    with Image.open(out / "contact_sheet.png") as sheet:
+        # The photo, the class-oblivious map and two maps for each class method.
+        assert sheet.size == (4 + 6 * (SIZE + 4), 4 + (SIZE + 16 + 4))
     printed = capsys.readouterr().out
     assert str(out / "results.csv") in printed
     assert str(out / "contact_sheet.png") in printed
-    assert "chelsea" in printed
+    assert "replaced       1 files of an earlier run" in printed
+    table = printed[printed.index("prediction") :].splitlines()[1:]
+    assert [line.split()[:2] for line in table[:2]] == [["chelsea", "1"], ["2", str(specific[1])]]
 
 
 # -- the command line, without running the model -----------------------------------------
@@ -195,11 +212,75 @@ def test_cli_plotting_datasets_import_nothing_heavy():
 def test_demo_without_efficientnet_fails_cleanly(tmp_path, monkeypatch, capsys):
     _needs_demo_extra()
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # import fails
-    assert main(["demo", "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["demo", "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "efficientnet-lite-pytorch" in err
-    assert 'pip install "sklearn-caf[demo]"' in err
+    assert '-e ".[demo]" -e ./backends/torch' in err
+    assert "not on PyPI" in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_help_and_readme_agree_on_the_install():
+    """The backend is not on PyPI: neither the help nor the README may say otherwise."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sklearn_caf", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    help_text = " ".join(result.stdout.split())
+    assert 'pip install "sklearn-caf[demo]"' not in help_text
+    assert 'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch' in help_text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert 'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch' in readme
+    assert "not on PyPI yet" in readme
+
+
+def _fails_early(args, capsys, match):
+    """Exit status 2 and one line naming the problem, before anything is imported or run."""
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("sklearn-caf demo: error: ")
+    assert match in err
+
+
+def test_demo_out_naming_a_file_fails_early(tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    path.write_text("x")
+    _fails_early(["demo", "--out", str(path)], capsys, "exists and is not a directory")
+    _fails_early(["demo", "--out", str(path / "sub")], capsys, f"{str(path)!r} is a file")
+    assert path.read_text() == "x"
+
+
+def test_demo_top_k_above_the_classes_fails_early(tmp_path, capsys):
+    out = tmp_path / "out"
+    _fails_early(["demo", "--out", str(out), "--top-k", "1001"], capsys, "at most 1000")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["nonsense", "gpu", "cuda:x", "cuda:-1"])
+def test_demo_device_names_the_accepted_values(device, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected 'auto', 'cpu', 'cuda' or 'cuda:N'" in err
+    assert "mps" not in err  # not torch's list of device types
+
+
+def test_demo_max_images_above_the_photos_says_so(tmp_path, capsys, monkeypatch):
+    _needs_demo_extra()
+    import sklearn_caf_torch.demo as demo
+
+    def stop(*args, **kwargs):  # the note comes before the model is loaded
+        raise demo.DemoError("stopped here")
+
+    monkeypatch.setattr(demo.torch.nn.Module, "to", stop)
+    assert main(["demo", "--out", str(tmp_path), "--max-images", "9", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-images 9, but there are 7 sample photos; explaining all 7" in err
 
 
 # -- the pretrained model -----------------------------------------------------------------
@@ -373,3 +454,15 @@ def test_load_sample_photos():
         assert min(image.shape[:2]) >= 300
     # Each photo is distinct (no loader returned another's picture).
     assert len({image.tobytes()[:4096] for image in images}) == 7
+
+
+def test_cli_and_demo_do_not_import_each_other():
+    """What both need is in sklearn_caf._demo_options: no import cycle."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, sklearn_caf_torch.demo\n"
+        "assert 'sklearn_caf.cli' not in sys.modules\n"
+        "import sklearn_caf.cli\n"
+        "assert sklearn_caf.cli.RESULT_COLUMNS is sklearn_caf_torch.demo.RESULT_COLUMNS\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

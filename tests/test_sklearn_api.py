@@ -377,6 +377,35 @@ def test_bad_targets(fitted, targets, match):
         fitted.transform(_images(4), targets=targets)
 
 
+@pytest.mark.parametrize(
+    "explainer",
+    [
+        functools.partial(L2CAFExplainer, objective="class-specific"),
+        functools.partial(GradCAMExplainer, objective="class"),
+    ],
+    ids=["L2CAFExplainer", "GradCAMExplainer"],
+)
+def test_top_k_larger_than_the_classes(explainer):
+    """top_k=9 on a 4-class model is an error naming both numbers, not 4 maps."""
+    X = _images(2)
+    with pytest.raises(ValueError, match=r"top_k=9 .* number of classes .* \(4\)"):
+        explainer(model=_net(), layer="act", top_k=9).fit(X)
+    ex = explainer(model=_net(), layer="act", top_k=4).fit(X)
+    assert ex.explain(X).maps.shape[1] == 4  # as many as there are: fine
+    ex.set_params(top_k=5)  # set after fit
+    with pytest.raises(ValueError, match=r"top_k=5 .* \(4\)"):
+        ex.transform(X)
+    # Explicit targets do not use top_k.
+    assert ex.explain(X, targets=[[0, 1], [2, 3]]).maps.shape[1] == 2
+
+
+def test_top_k_is_ignored_where_the_whole_output_is_explained():
+    X = _images(2)
+    assert L2CAFExplainer(model=_net(), layer="act", top_k=9).fit_transform(X).shape == (2, 8, 8)
+    ex = GradCAMExplainer(model=_net(), layer="act", objective="embedding", top_k=9)
+    assert ex.fit_transform(X).shape == (2, 8, 8)
+
+
 def test_integral_float_targets_accepted(fitted):
     X = _images(4)
     np.testing.assert_array_equal(

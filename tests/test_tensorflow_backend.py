@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import import_tensorflow
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_caf import GradCAMExplainer, L2CAFExplainer
 from sklearn_caf.backend import get_backend
@@ -259,7 +260,8 @@ def test_adam_step_is_not_retraced_per_batch(tfk, variant):
     settled = _tracing_count(step)
     assert settled <= 3  # each varying dimension (iterations, batch size) relaxed once
     # A shorter last stretch (47 = 1 + 4 * 10 + 6) and new batch sizes: no new trace.
-    ex.set_params(batch_size=5, max_iter=47, tol=0).explain(X[:6])
+    with pytest.warns(ConvergenceWarning, match="did not converge within max_iter=47"):
+        ex.set_params(batch_size=5, max_iter=47, tol=0).explain(X[:6])
     assert _tracing_count(step) == settled
     assert ex._solver_parts(ex.bound_, vanilla=variant == "vanilla")[1] is step
 
@@ -504,6 +506,44 @@ def test_subclassed_model_bad_layers(tfk):
     with pytest.raises(ValueError, match="layer='conv' runs 0 times"):
         L2CAFExplainer(model=net, layer="conv").fit(X)
     assert "call" not in vars(net.conv)
+
+
+def test_subclassed_model_layers_by_attribute_name(tfk):
+    """``self.c2 = Conv2D(...)`` is named "conv2d_N" by Keras; ``layer="c2"`` finds it, and an
+    unknown layer's error suggests the convolutions (by attribute), not the dense layer."""
+    _, keras = tfk
+    L = keras.layers
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.c1 = L.Conv2D(3, 3, padding="same")
+            self.c2 = L.Conv2D(4, 3, padding="same")
+            self.dense_1 = L.Dense(3)
+
+        def call(self, x):
+            h = keras.ops.relu(self.c2(self.c1(x)))
+            return self.dense_1(keras.ops.mean(h, axis=(1, 2)))
+
+    keras.utils.set_random_seed(0)
+    net = Net()
+    X = _images(2)
+    net(X)
+    assert net.c2.name != "c2"
+    by_attribute = GradCAMExplainer(model=net, layer="c2").fit(X).explain(X).maps
+    by_name = GradCAMExplainer(model=net, layer=net.c2.name).fit(X).explain(X).maps
+    assert_array_equal(by_attribute, by_name)
+    with pytest.raises(ValueError, match=r"layer='c3' is not a layer") as info:
+        GradCAMExplainer(model=net, layer="c3").fit(X)
+    message = str(info.value)
+    assert "Did you mean 'c1', 'c2'?" in message or "Did you mean 'c2', 'c1'?" in message
+    assert "feature maps: 'c1', 'c2'." in message
+    assert "dense" not in message
+    # (Not "dense_2": Keras's automatic names depend on the layers made before.)
+    with pytest.raises(ValueError, match=r"layer='dense_9x' is not a layer") as info:
+        GradCAMExplainer(model=net, layer="dense_9x").fit(X)
+    assert "Did you mean" not in str(info.value)  # not the dense layer
+    assert "feature maps: 'c1', 'c2'." in str(info.value)
 
 
 def test_layer_inside_a_subclassed_block_of_a_functional_model(tfk):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -77,21 +78,33 @@ class TensorflowBoundModel:
         # Grad-CAM) they are traced with it. Layers of a model never called before are
         # built (Keras creates their variables) on the first, eager, call in fit.
         self._split = make_split(model, layer)
-        self._depth = 0
-        self._scopes: list = []
+        # Device scopes are per thread in TensorFlow, and so is their nesting here: one
+        # explainer may be shared by several threads.
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict:  # thread-local state neither copies nor pickles
+        state = dict(self.__dict__)
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def __enter__(self) -> TensorflowBoundModel:
-        if self._depth == 0:
+        scopes = self._local.__dict__.setdefault("scopes", [])
+        if not scopes:
             scope = tf.device(self.device)
             scope.__enter__()
-            self._scopes.append(scope)
-        self._depth += 1
+            scopes.append(scope)
+        else:
+            scopes.append(None)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self._scopes.pop().__exit__(*exc_info)
+        scope = self._local.scopes.pop()
+        if scope is not None:
+            scope.__exit__(*exc_info)
 
     # -- model -------------------------------------------------------------------------------
     def asarray(self, x: Any) -> tf.Tensor:

