@@ -434,7 +434,7 @@ def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresh
     dataset), ``indices`` its positions in the evaluated dataset.
     """
     from .boxes import heatmaps_to_boxes
-    from .metrics import best_iou, box_iou_curves
+    from .metrics import best_iou
 
     images, labels, true_boxes = dataset.load(np.asarray(local))
     labels = np.asarray(labels, dtype=np.int64)
@@ -478,8 +478,7 @@ def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresh
 
         boxes, _ = heatmaps_to_boxes(heatmaps, box_threshold)
         iou = best_iou(boxes, row_boxes)
-        curves_v1 = box_iou_curves(heatmaps, row_boxes, thresholds=thresholds)
-        curves_v2 = box_iou_curves(heatmaps, row_boxes, thresholds=thresholds, multi_contour=True)
+        curves_v1, curves_v2 = _both_iou_curves(heatmaps, row_boxes, thresholds)
         del heatmaps
         loc = iou >= IOU_THRESHOLD
         true = labels[pos]
@@ -888,3 +887,19 @@ def load_report(out: str | os.PathLike) -> LocalizationReport:
     config = json.loads(manifest.read_text())
     tables = [pq.read_table(path) for path in _finished_chunks(out).values()]
     return _report(tables, config, out)
+
+
+def _both_iou_curves(heatmaps, true_boxes, thresholds):
+    """``box_iou_curves`` v1 and v2 from one sweep per image (the kernel computes both)."""
+    from .metrics import (
+        DEFAULT_THRESHOLDS,
+        _check_fractions,
+        _check_map_batch,
+        _check_true_boxes,
+        _iou_curve_pair,
+    )
+
+    maps = _check_map_batch(heatmaps)
+    thresholds = _check_fractions(thresholds, name="thresholds", default=DEFAULT_THRESHOLDS)
+    boxes = _check_true_boxes(true_boxes, len(maps), other="heatmaps")
+    return _iou_curve_pair(maps, boxes, thresholds, True)
