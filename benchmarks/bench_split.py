@@ -23,33 +23,15 @@ import platform
 import time
 import warnings
 
-import numpy as np
 import torch
+from bench_explainers import _images, _time  # same photos, same timing rule
 
 from sklearn_caf import GradCAMExplainer, L2CAFExplainer
-from sklearn_caf.datasets import load_sample_photos
 from sklearn_caf_torch import TorchBackend
 from sklearn_caf_torch.pretrained import (
     EFFICIENTNET_LITE0_LAYER,
     efficientnet_lite0,
-    preprocess_efficientnet_lite,
 )
-
-
-def _images(n: int) -> np.ndarray:
-    _, photos = load_sample_photos()
-    x = preprocess_efficientnet_lite(photos)
-    return np.concatenate([x] * (n // len(x) + 1))[:n]
-
-
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -71,7 +53,7 @@ def main() -> None:
             start = time.perf_counter()
             gradcam = GradCAMExplainer(model=net, layer=layer, backend=backend).fit(X[:1])
             t_fit = time.perf_counter() - start
-            t_gradcam = _best(lambda e=gradcam: e.transform(X), args.repeats)
+            t_gradcam = _time(lambda e=gradcam: e.transform(X), args.repeats)
             baseline = baseline or t_gradcam
             adam = L2CAFExplainer(
                 model=net,
@@ -82,11 +64,11 @@ def main() -> None:
                 tol=0.0,
                 batch_size=args.batch,
             ).fit(X[:1])
-            t_adam = _best(lambda e=adam: e.transform(X), max(1, args.repeats - 2))
+            t_adam = _time(lambda e=adam: e.transform(X), max(1, args.repeats - 2))
             auto = L2CAFExplainer(
                 model=net, layer=layer, backend=backend, batch_size=args.batch
             ).fit(X[:1])
-            t_auto = _best(lambda e=auto: e.transform(X), max(1, args.repeats - 2))
+            t_auto = _time(lambda e=auto: e.transform(X), max(1, args.repeats - 2))
             rows.append((layer, split, t_fit, t_gradcam, t_adam, auto.solver_, t_auto, baseline))
 
     print(

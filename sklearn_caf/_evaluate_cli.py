@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ._cli_args import positive_int
+
 _PROG = "sklearn-caf evaluate"
 
 #: Method names of ``--methods`` and what they build (task-dependent for Grad-CAM).
@@ -77,31 +79,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--task", choices=("classification", "retrieval"), default="classification"
     )
-    parser.add_argument("--image-size", type=_positive_int, default=224, metavar="PX")
+    parser.add_argument("--image-size", type=positive_int, default=224, metavar="PX")
     parser.add_argument("--box-threshold", type=float, default=0.2, metavar="T")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B",
                         help="images per chunk (default: %(default)s)")  # fmt: skip
     parser.add_argument("--n-jobs", type=int, default=None, metavar="N",
                         help="chunks in parallel (joblib; default: 1)")  # fmt: skip
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run the chunks on a Dask scheduler (tcp://host:8786)")  # fmt: skip
-    parser.add_argument("--max-images", type=_positive_int, default=None, metavar="N")
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
     parser.add_argument("--examples", type=int, default=4, metavar="K",
                         help="worst and best images per method in the sheet; 0: none")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     parser.set_defaults(handler=run)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 # -- checks before computing ------------------------------------------------------------------

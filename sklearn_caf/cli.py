@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 # What the demo's implementation needs too lives in _demo_options, which neither this
 # module nor sklearn_caf_torch.demo has to import the other for.
+from ._cli_args import positive_int
 from ._demo_options import (
     BOX_THRESHOLD,
     DEMO_HINT,
@@ -30,16 +31,6 @@ from ._demo_options import (
 __all__ = ["RESULT_COLUMNS", "main"]
 
 _PROG = "sklearn-caf"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -77,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--top-k",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="K",
         help=f"explain the K most probable classes with the class methods, at most "
@@ -91,21 +82,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--max-images",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="explain only the first N of the 7 photos (default: all)",
     )
     demo.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         metavar="B",
         help="photos per batch (default: %(default)s)",
     )
     demo.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="T",
         help="CPU threads for torch (default: torch's choice, one per core); 1 is faster on "
