@@ -124,7 +124,9 @@ class BaseExplainer(ModelEstimator):
 
         Returns
         -------
-        Explanation
+        explanation : Explanation
+            The heatmaps, the raw maps at the layer's resolution, the classes explained,
+            the model's outputs and, for L2-CAF, the iterations used.
         """
         X = self._check_fitted_images(X)
         bound = self.bound_
@@ -205,6 +207,21 @@ class BaseExplainer(ModelEstimator):
 
         This is how per-image labels reach the explainer in ``Pipeline.fit_transform(X, y)``.
         ``y`` is ignored when the explanation is not class-specific.
+
+        Parameters
+        ----------
+        X : array-like or tensor of shape (n_images, ...)
+            Images in the model's own layout (NCHW for PyTorch, NHWC for Keras).
+        y : array-like of shape (n_images,) or (n_images, k), default=None
+            Classes to explain per image (the ``targets`` of :meth:`transform`); ``None``
+            explains the ``top_k`` predicted classes.
+        **fit_params : dict
+            Passed on to :meth:`fit`.
+
+        Returns
+        -------
+        heatmaps : ndarray of shape (n_images, H, W), or (n_images, k, H, W) when k > 1
+            float32 in [0, 1], at the input's resolution.
         """
         self.fit(X, **fit_params)
         return self.transform(X, targets=y if self._uses_targets() else None)

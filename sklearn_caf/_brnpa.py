@@ -390,7 +390,9 @@ class BRNPAPooling(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        BRNPAParts
+        parts : BRNPAParts
+            The ranked vectors, their attention maps, the feature norms, the parts' norms
+            and the starting positions.
         """
         check_is_fitted(self)
         X = check_feature_maps(X, self.channel_axis)

@@ -61,9 +61,16 @@ class GradCAMExplainer(BaseExplainer):
     output : None, int, str or callable, default=None
         Which model output to explain (tuple index, dict key, or a callable).
     batch_size : int, default=32
+        Images explained together (one trunk pass and one gradient per batch). Larger
+        batches are faster on a GPU and take more memory; the maps do not depend on it.
     device : str, default="auto"
+        ``"auto"`` runs where the model is when it is on a GPU, else on the first GPU
+        when one is present, else on the CPU; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     backend : str, Backend or None, default=None
+        Force a backend (a name such as ``"torch"``, a backend class or an instance);
+        ``None`` detects it from the model.
     verbose : int, default=0
+        ``0`` prints nothing; ``1`` or more prints one line per batch explained.
 
     Attributes
     ----------

@@ -33,6 +33,15 @@ class DatasetFormatError(ValueError):
     ``"/data/CUB_200_2011/bounding_boxes.txt, line 12: ..."``. The same are kept as the
     attributes ``path`` (str), ``line`` (int or None) and ``message`` (str, the rest), for
     tools that report them.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The malformed file.
+    line : int or None
+        The line (1-based) where the problem is, or ``None`` when it is not one line.
+    message : str
+        What is wrong, without the file and line.
     """
 
     def __init__(self, path, line: int | None, message: str):
@@ -683,6 +692,7 @@ class ImageBoxDataset:
         images : ndarray of shape (k, ...), float32
             The model-ready images, stacked.
         labels : ndarray of shape (k,), int64
+            Their classes.
         boxes : list of k ndarrays of shape (m_i, 4), float64
             Ground-truth boxes at the model-ready size.
 

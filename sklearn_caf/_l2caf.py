@@ -178,6 +178,8 @@ class L2CAFExplainer(BaseExplainer):
         Adam's initial learning rate; it decays linearly to ``final_learning_rate`` at
         ``max_iter`` (the authors' schedule).
     final_learning_rate : float, default=1e-5
+        Adam's learning rate at ``max_iter``, the end of the linear decay (the authors'
+        value).
     init : {"ones", "uniform", "normal"} or ndarray, default="ones"
         Initial filter: all ones (the authors' PyTorch code; deterministic, so a batch
         gives the same maps as its images one by one), U[0, 1] (the paper), N(0, 1) (the
@@ -193,6 +195,9 @@ class L2CAFExplainer(BaseExplainer):
         Which model output to explain when the model returns a tuple (index), a dict
         (key), or anything else (a callable mapping it to an (n, d) tensor).
     batch_size : int, default=32
+        Images explained together: one trunk pass and one batch of filters optimized at
+        once. Larger batches are faster on a GPU and take more memory; the maps do not
+        depend on it.
     device : str, default="auto"
         ``"auto"`` uses a GPU when present; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     backend : str, Backend or None, default=None
@@ -200,6 +205,8 @@ class L2CAFExplainer(BaseExplainer):
     random_state : int, RandomState instance or None, default=None
         Seeds the ``"uniform"`` and ``"normal"`` initial filters.
     verbose : int, default=0
+        ``0`` prints nothing; ``1`` or more prints one line per batch explained and the
+        number of dead starts restarted.
 
     Attributes
     ----------

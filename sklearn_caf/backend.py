@@ -49,12 +49,41 @@ class Backend(Protocol):
     framework: str
 
     def accepts(self, model: Any) -> bool:
-        """Whether ``model`` is a model of this framework. Never imports anything."""
+        """Whether ``model`` is a model of this framework. Never imports anything.
+
+        Parameters
+        ----------
+        model : object
+            Any object; the answer is ``False`` for objects of other frameworks.
+
+        Returns
+        -------
+        accepted : bool
+            Whether this backend can run ``model``.
+        """
 
     def bind(self, model: Any, *, layer: str | None, output: Any, device: str) -> BoundModel:
         """Split ``model`` at ``layer`` (``None``: at the input) and return a bound model.
 
         Raises ``ValueError`` naming ``layer`` when it does not exist or cannot be split at.
+
+        Parameters
+        ----------
+        model : object
+            A model this backend :meth:`accepts`. Never modified.
+        layer : str or None
+            Where to split: a layer's name or path in the framework's own naming;
+            ``None`` splits at the input (the trunk is the identity).
+        output : None, int, str or callable
+            Which model output the head returns when the model returns several: a tuple
+            index, a dict key, or a callable mapping the output to an ``(n, d)`` tensor.
+        device : str
+            Where to compute (``"auto"``, ``"cpu"``, ``"cuda:1"``...).
+
+        Returns
+        -------
+        bound : BoundModel
+            The model split into a trunk and a head, with the tensor operations.
         """
 
 
@@ -85,19 +114,84 @@ class BoundModel(Protocol):
     def __exit__(self, *exc_info: Any) -> None: ...
 
     def asarray(self, x: Any) -> Any:
-        """A float32 tensor on the device from a NumPy array or a framework tensor."""
+        """A float32 tensor on the device from a NumPy array or a framework tensor.
+
+        Parameters
+        ----------
+        x : array-like or tensor
+            The values to convert.
+
+        Returns
+        -------
+        tensor : tensor
+            float32, on the bound model's device.
+        """
 
     def to_numpy(self, t: Any) -> np.ndarray:
-        """A NumPy copy of a tensor (a host transfer: used only outside inner loops)."""
+        """A NumPy copy of a tensor (a host transfer: used only outside inner loops).
+
+        Parameters
+        ----------
+        t : tensor
+            A tensor of the framework, on any device.
+
+        Returns
+        -------
+        array : ndarray
+            A copy on the host.
+        """
 
     def trunk(self, x: Any) -> tuple[Any, tuple[Any, ...]]:
-        """Feature maps ``a`` at the layer, plus the per-sample values the head also reads."""
+        """Feature maps ``a`` at the layer, plus the per-sample values the head also reads.
+
+        Parameters
+        ----------
+        x : tensor of shape (n, ...)
+            Inputs, as returned by :meth:`asarray`.
+
+        Returns
+        -------
+        a : tensor
+            The layer's feature maps, channels on :attr:`channel_axis`.
+        context : tuple of tensors
+            Values computed before the layer that the head also reads (a skip connection
+            around the layer); each has the batch on axis 0.
+        """
 
     def head(self, a: Any, context: tuple[Any, ...]) -> Any:
-        """The model's output, shape (n, d), from (possibly filtered) feature maps."""
+        """The model's output, shape (n, d), from (possibly filtered) feature maps.
+
+        Parameters
+        ----------
+        a : tensor
+            Feature maps of the layer, possibly multiplied by a filter.
+        context : tuple of tensors
+            The context :meth:`trunk` returned for the same images (rows picked with
+            :meth:`take` when only some images are run).
+
+        Returns
+        -------
+        output : tensor of shape (n, d)
+            The model's output (logits or embedding).
+        """
 
     def value_and_grad(self, fn: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:
-        """``fn(x)`` (per-sample values, shape (n,)) and the gradient of their sum wrt ``x``."""
+        """``fn(x)`` (per-sample values, shape (n,)) and the gradient of their sum wrt ``x``.
+
+        Parameters
+        ----------
+        fn : callable
+            A function of one tensor returning per-sample values of shape ``(n,)``.
+        x : tensor
+            Where to evaluate ``fn`` and its gradient.
+
+        Returns
+        -------
+        value : tensor of shape (n,)
+            ``fn(x)``.
+        grad : tensor
+            The gradient of ``fn(x).sum()`` with respect to ``x``, shaped like ``x``.
+        """
 
     # Optional: ``compile(fn)``. ``fn`` is a pure function of tensors (and Python numbers)
     # that the core calls many times with the same structure: L2-CAF's Adam iterations
@@ -117,7 +211,20 @@ class BoundModel(Protocol):
 
     # Tensor ops the core's math is written with (NumPy semantics, ``axis`` keywords).
     def take(self, x: Any, rows: np.ndarray) -> Any:
-        """Rows ``rows`` (an integer NumPy array) of ``x`` along axis 0."""
+        """Rows ``rows`` (an integer NumPy array) of ``x`` along axis 0.
+
+        Parameters
+        ----------
+        x : tensor
+            A batch, images on axis 0.
+        rows : ndarray of int
+            The rows to keep, in order.
+
+        Returns
+        -------
+        subset : tensor
+            ``x[rows]``.
+        """
 
     def sum(self, x: Any, axis: int | tuple[int, ...], keepdims: bool = False) -> Any: ...
 
@@ -185,6 +292,14 @@ def register_backend(name: str, backend: Any) -> None:
 
     Third-party backends normally register through the entry-point group
     ``sklearn_caf.backends`` instead; this is for backends defined at run time.
+
+    Parameters
+    ----------
+    name : str
+        The name that ``backend=`` and :func:`available_backends` will know it by.
+    backend : type or object
+        A class implementing the :class:`Backend` protocol, or an instance of one. It is
+        instantiated once now, so that a missing method fails here, not at first use.
     """
     _instantiate(backend)  # fails now, naming what is missing, rather than at first use
     _REGISTERED[name] = backend

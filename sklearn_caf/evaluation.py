@@ -286,6 +286,17 @@ def model_fingerprint(model: Any) -> dict:
     PyTorch modules hash their ``state_dict`` (names, shapes and values, parameters and
     buffers), Keras models their ``get_weights()``; any other model is described by its class
     and, where it has them, its parameter count only (``"kind": "class"``).
+
+    Parameters
+    ----------
+    model : object
+        A PyTorch module, a Keras model, or any other object.
+
+    Returns
+    -------
+    fingerprint : dict
+        ``"class"`` (the model's qualified class name), ``"kind"`` (``"weights"`` or
+        ``"class"``) and, for ``"weights"``, ``"n_values"`` and ``"sha256"`` of the weights.
     """
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
     digest = hashlib.sha256()
@@ -872,6 +883,8 @@ def load_report(out: str | os.PathLike) -> LocalizationReport:
     Returns
     -------
     report : LocalizationReport
+        The per-image rows of every finished chunk, their summary and the run's
+        configuration; ``report.complete`` says whether every chunk is there.
 
     Examples
     --------

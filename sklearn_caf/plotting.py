@@ -374,6 +374,7 @@ def overlay_part_maps(
     Returns
     -------
     overlay : ndarray of shape (height, width, 3), uint8
+        The picture with the part maps blended on it.
 
     Examples
     --------
@@ -408,6 +409,7 @@ def display_image(image: np.ndarray) -> np.ndarray:
     Returns
     -------
     picture : ndarray of shape (height, width, 3), uint8
+        The image as 8-bit RGB, ready for ``plt.imshow`` or saving.
 
     Examples
     --------
@@ -456,6 +458,7 @@ def plot_threshold_curves(report, *, axes=None):
     Returns
     -------
     figure : matplotlib.figure.Figure
+        The figure with the curves (the one given, or a new one).
 
     Examples
     --------
@@ -535,6 +538,7 @@ def plot_localization_examples(
     Returns
     -------
     sheet : ndarray of shape (H, W, 3), uint8
+        The contact sheet as one RGB picture.
 
     Examples
     --------

@@ -45,14 +45,45 @@ class TensorflowBackend:
         self.tf_function = tf_function
 
     def accepts(self, model: Any) -> bool:
-        """True for Keras 3 models running on TensorFlow (only checked once it is imported)."""
+        """True for Keras 3 models running on TensorFlow (only checked once it is imported).
+
+        Parameters
+        ----------
+        model : object
+            Any object.
+
+        Returns
+        -------
+        accepted : bool
+            Whether this backend runs ``model``.
+        """
         keras = sys.modules.get("keras")
         if keras is None or not isinstance(model, getattr(keras, "Model", ())):
             return False
         return keras.backend.backend() == "tensorflow"
 
     def bind(self, model: Any, *, layer: str | None, output: Any = None, device: Any = "auto"):
-        """Split ``model`` at ``layer``; see :class:`sklearn_caf.backend.Backend`."""
+        """Split ``model`` at ``layer``; see :class:`sklearn_caf.backend.Backend`.
+
+        Parameters
+        ----------
+        model : object
+            The model to split. Never modified.
+        layer : str or None
+            A layer's name, ``/`` into nested models (``"backbone/conv5_block3_out"``), or the
+            attribute holding a layer of a subclassed model; ``None`` splits at the input.
+        output : None, int, str or callable, default=None
+            Which output the head returns when the model returns several: a tuple index, a
+            dict key, or a callable mapping the output to an ``(n, d)`` tensor.
+        device : str, default="auto"
+            ``"auto"`` (the first GPU TensorFlow sees, else the CPU), ``"cpu"``, ``"gpu"``,
+            ``"gpu:1"``...
+
+        Returns
+        -------
+        bound : BoundModel
+            The model split into a trunk and a head.
+        """
         from ._bound import TensorflowBoundModel
 
         return TensorflowBoundModel(

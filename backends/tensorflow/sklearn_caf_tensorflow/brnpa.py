@@ -199,6 +199,8 @@ def reduce_stride(model: keras.Model, stages: str | Iterable[str]) -> keras.Mode
     Returns
     -------
     student : keras.Model
+        A new model with the teacher's weights whose ``stages`` have stride 1 (their
+        feature maps are larger by the removed strides).
 
     Notes
     -----
@@ -244,14 +246,30 @@ def distillation_loss(
     Parameters
     ----------
     student_logits : tensor of shape (n, n_classes)
+        The high-resolution student's logits.
     teacher_logits : tensor of shape (n, n_classes)
+        The low-resolution teacher's logits; treated as constants (no gradient).
     targets : tensor of shape (n,), int
+        True classes.
     alpha : float in [0, 1], default=0.5
+        Weight of the cross-entropy with the labels; ``1 - alpha`` weighs the
+        distillation term.
     temperature : float > 0, default=1.0
+        Softening temperature ``T`` of both softmaxes; the KL term is multiplied by
+        ``T^2`` so that its gradients keep their scale as ``T`` changes.
 
     Returns
     -------
     loss : scalar tensor
+        The batch-averaged loss, differentiable with respect to ``student_logits``.
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> from sklearn_caf_tensorflow.brnpa import distillation_loss
+    >>> logits = tf.constant([[2.0, 0.0], [0.0, 2.0]])
+    >>> float(distillation_loss(logits, logits, tf.constant([0, 1]), alpha=0.0))  # same outputs
+    0.0
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha}.")

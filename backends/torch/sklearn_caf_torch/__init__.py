@@ -50,12 +50,42 @@ class TorchBackend:
         self.split = split
 
     def accepts(self, model: Any) -> bool:
-        """True for ``torch.nn.Module`` instances (only checked once torch is imported)."""
+        """True for ``torch.nn.Module`` instances (only checked once torch is imported).
+
+        Parameters
+        ----------
+        model : object
+            Any object.
+
+        Returns
+        -------
+        accepted : bool
+            Whether this backend runs ``model``.
+        """
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(model, torch.nn.Module)
 
     def bind(self, model: Any, *, layer: str | None, output: Any = None, device: Any = "auto"):
-        """Split ``model`` at ``layer``; see :class:`sklearn_caf.backend.Backend`."""
+        """Split ``model`` at ``layer``; see :class:`sklearn_caf.backend.Backend`.
+
+        Parameters
+        ----------
+        model : object
+            The model to split. Never modified.
+        layer : str or None
+            Dotted module path, as in ``model.named_modules()`` (``"layer4"``, ``"features.28"``); ``None`` splits at the input.
+        output : None, int, str or callable, default=None
+            Which output the head returns when the model returns several: a tuple index, a
+            dict key, or a callable mapping the output to an ``(n, d)`` tensor.
+        device : str, default="auto"
+            ``"auto"`` (the model's GPU, else the first GPU, else the CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:1"``... A model on another device is copied there, never moved.
+
+        Returns
+        -------
+        bound : BoundModel
+            The model split into a trunk and a head.
+        """
         from ._bound import TorchBoundModel
 
         return TorchBoundModel(model, layer=layer, output=output, device=device, split=self.split)

@@ -125,6 +125,7 @@ def distillation_loss(
     Returns
     -------
     loss : Tensor of shape ()
+        The batch-averaged loss, differentiable with respect to ``student_logits``.
 
     Examples
     --------
