@@ -144,6 +144,9 @@ class LocalizationReport:
         Images evaluated (fewer than the dataset's size in a partial run).
     complete : bool
         Whether every chunk of the dataset is in the report.
+    out : pathlib.Path or None
+        The run's directory (its manifest and Parquet parts); ``None`` for a run kept in
+        memory (``out=None``).
     """
 
     per_image: Any
