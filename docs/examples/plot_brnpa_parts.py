@@ -27,11 +27,11 @@ from torch import nn
 
 from sklearn_caf.datasets import make_squares
 from sklearn_caf.metrics import attention_sparsity
-from sklearn_caf.plotting import image_grid, overlay_part_maps
+from sklearn_caf.plotting import draw_box, image_grid, part_map_rgb
 from sklearn_caf_torch.brnpa import BRNPAPool2d
 
 quick = os.environ.get("SKLEARN_CAF_EXAMPLE_QUICK") == "1"
-n_train, epochs = (512, 2) if quick else (1024, 4)
+n_train, epochs = (512, 2) if quick else (768, 3)
 X, y, boxes = make_squares(n_train + 256, n_classes=3, distractor=True, random_state=0)
 X_train, y_train = torch.as_tensor(X[:n_train]), torch.as_tensor(y[:n_train])
 X_test, y_test, boxes_test = torch.as_tensor(X[n_train:]), y[n_train:], boxes[n_train:]
@@ -59,6 +59,8 @@ def first_part_hit_rate():
 
 
 print(f"before training: part 1 on the object in {first_part_hit_rate():.0%} of test images")
+with torch.no_grad():
+    parts_before = pool.parts(trunk(X_test))
 
 # %%
 # Training
@@ -80,17 +82,28 @@ sparsity = attention_sparsity(parts.maps.numpy(), parts.feature_norms.numpy())
 print(f"sparsity (max / mean of the norm-weighted mean map): median {np.median(sparsity):.1f}")
 
 # %%
-# Part maps
-# ---------
-# Part 1 in red, part 2 in green, part 3 in blue, brighter where the features are stronger.
-# The object is the coloured square; the grey square is the distractor.
-images = (X[n_train : n_train + 8].transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+# Part maps, before and after training
+# ------------------------------------
+# Each row: the test image (the object's box in white), then the ranked parts of the
+# untrained and of the trained network: part 1 in red, part 2 in green, part 3 in blue,
+# brighter where the features are stronger (:func:`~sklearn_caf.plotting.part_map_rgb`).
+# The parts are drawn on black rather than blended on the image, so the squares' own
+# colours cannot be mistaken for the part code; the white outline is the object's box,
+# the grey square in the image is the distractor. Where parts overlap their colours add
+# up: magenta is parts 1 and 3 on the same cells, white all three.
+scale = 4  # 32x32 images and 16x16 part maps shown at 128x128
+images = (X[n_train : n_train + 6].transpose(0, 2, 3, 1) * 255).astype(np.uint8)
 tiles, captions = [], []
 for i, image in enumerate(images):
-    big = np.kron(image, np.ones((4, 4, 1), dtype=np.uint8))  # 128x128 for visibility
-    tiles += [big, overlay_part_maps(big, parts.maps[i].numpy(), parts.feature_norms[i].numpy())]
-    captions += [f"class {y_test[i]}", "parts 1/2/3 = R/G/B"]
-sheet = image_grid(tiles, ncols=4, captions=captions)
+    box = boxes_test[i] * scale
+    tiles.append(draw_box(np.kron(image, np.ones((scale, scale, 1), np.uint8)), box, (255,) * 3))
+    captions.append(f"image, class {y_test[i]}")
+    for stage, found in (("untrained", parts_before), ("trained", parts)):
+        rgb = part_map_rgb(found.maps[i].numpy(), found.feature_norms[i].numpy())
+        rgb = np.kron((rgb * 255).astype(np.uint8), np.ones((2 * scale, 2 * scale, 1), np.uint8))
+        tiles.append(draw_box(rgb, box, (255,) * 3))
+        captions.append(f"{stage} network")
+sheet = image_grid(tiles, ncols=3, captions=captions, caption_height=18)
 
 try:
     import matplotlib.pyplot as plt
@@ -99,6 +112,8 @@ except ImportError:  # without matplotlib, the sheet goes to a PNG file instead
 
     Image.fromarray(sheet).save("brnpa_parts.png")
 else:
-    fig, ax = plt.subplots(figsize=(8, 8))
+    fig, ax = plt.subplots(figsize=(7.5, 7.5 * sheet.shape[0] / sheet.shape[1]))
     ax.imshow(sheet)
     ax.set_axis_off()
+    fig.subplots_adjust(left=0, right=1, top=1, bottom=0)
+    plt.show()
