@@ -28,7 +28,17 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "matplotlib.sphinxext.plot_directive",
 ]
+
+# -- plot directive: the guide's figures and the plotting functions' pictures ---------------
+# Drawn at build time (``.. plot::`` in the pages and in the docstrings' Examples).
+plot_formats = [("png", 110)]
+plot_html_show_formats = False
+plot_html_show_source_link = False
+plot_include_source = True
+plot_rcparams = {"savefig.bbox": "tight"}
+plot_pre_code = "import numpy as np\nimport matplotlib.pyplot as plt\n"
 
 # -- sphinx-gallery: docs/examples/plot_*.py are run at build time ---------------------------
 sphinx_gallery_conf = {

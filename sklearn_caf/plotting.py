@@ -124,6 +124,24 @@ def overlay_heatmap(
     ((4, 6, 3), dtype('uint8'))
     >>> out[0, 0], out[3, 5]  # dark red where the map is 1, dark blue where it is 0
     (array([64,  0,  0], dtype=uint8), array([ 0,  0, 64], dtype=uint8))
+
+    A map at a layer's resolution (7x7) on a photo:
+
+    .. plot::
+
+       >>> import matplotlib.pyplot as plt
+       >>> import numpy as np
+       >>> from sklearn_caf.datasets import load_sample_photos
+       >>> from sklearn_caf.plotting import overlay_heatmap
+       >>> names, photos = load_sample_photos()
+       >>> cat = photos[names.index("chelsea")]
+       >>> yy, xx = np.mgrid[0:7, 0:7]
+       >>> heatmap = np.exp(-((xx - 3.5) ** 2 + (yy - 2.5) ** 2) / 3)
+       >>> fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
+       >>> _ = axes[0].imshow(heatmap, cmap="jet")
+       >>> _ = axes[1].imshow(overlay_heatmap(cat, heatmap, alpha=0.5))
+       >>> for ax in axes:
+       ...     ax.set_axis_off()
     """
     image = _check_image(image)
     if not 0.0 <= alpha <= 1.0:
@@ -177,6 +195,16 @@ def draw_box(
            [0, 1, 0, 0, 1, 0],
            [0, 1, 1, 1, 1, 0],
            [0, 0, 0, 0, 0, 0]])
+
+    .. plot::
+
+       >>> import matplotlib.pyplot as plt
+       >>> from sklearn_caf.datasets import load_sample_photos
+       >>> from sklearn_caf.plotting import draw_box
+       >>> names, photos = load_sample_photos()
+       >>> cat = photos[names.index("chelsea")]
+       >>> _ = plt.imshow(draw_box(cat, [120, 20, 330, 230], color=(255, 255, 0), width=4))
+       >>> _ = plt.axis("off")
     """
     from PIL import Image, ImageDraw
 
@@ -326,6 +354,21 @@ def part_map_rgb(maps: np.ndarray, feature_norms: np.ndarray | None = None) -> n
     >>> part_map_rgb(maps, feature_norms=np.array([[4.0, 2.0]]))
     array([[[1. , 0. , 0. ],
             [0. , 0.5, 0. ]]])
+
+    Three parts on a 7x7 map, the third on weak features (so it stays dark):
+
+    .. plot::
+
+       >>> import matplotlib.pyplot as plt
+       >>> import numpy as np
+       >>> from sklearn_caf.plotting import part_map_rgb
+       >>> yy, xx = np.mgrid[0:7, 0:7]
+       >>> def blob(cy, cx):
+       ...     return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 2)
+       >>> maps = np.stack([blob(2, 2), blob(4, 5), blob(6, 1)])
+       >>> norms = 1.0 * blob(2, 2) + 0.8 * blob(4, 5) + 0.2 * blob(6, 1)
+       >>> _ = plt.imshow(part_map_rgb(maps, norms))
+       >>> _ = plt.axis("off")
     """
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3 or not 1 <= maps.shape[0] <= 3:
@@ -385,6 +428,21 @@ def overlay_part_maps(
     >>> maps[0, 0, 0] = maps[1, 1, 1] = maps[2, 0, 1] = 1.0
     >>> overlay_part_maps(image, maps, alpha=1.0)[0, 0]
     array([255,   0,   0], dtype=uint8)
+
+    .. plot::
+
+       >>> import matplotlib.pyplot as plt
+       >>> import numpy as np
+       >>> from sklearn_caf.datasets import load_sample_photos
+       >>> from sklearn_caf.plotting import overlay_part_maps
+       >>> names, photos = load_sample_photos()
+       >>> cat = photos[names.index("chelsea")]
+       >>> yy, xx = np.mgrid[0:7, 0:7]
+       >>> def blob(cy, cx):
+       ...     return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 1.5)
+       >>> maps = np.stack([blob(2, 2.5), blob(2, 4.5), blob(5, 3.5)])
+       >>> _ = plt.imshow(overlay_part_maps(cat, maps, maps.sum(0)))
+       >>> _ = plt.axis("off")
     """
     image = _check_image(image)
     if not 0.0 <= alpha <= 1.0:
