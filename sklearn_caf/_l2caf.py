@@ -320,6 +320,13 @@ class L2CAFExplainer(BaseExplainer):
     >>> maps = L2CAFExplainer(model=net, layer="1").fit_transform(images)
     >>> maps.shape
     (2, 8, 8)
+
+    The Gaussian constraint: the maps are bumps, ``params`` their means (row, column).
+
+    >>> gauss = L2CAFExplainer(model=net, layer="1", constraint="gaussian").fit(images)
+    >>> e = gauss.explain(images)
+    >>> e.maps.shape, e.params.shape
+    ((2, 1, 8, 8), (2, 1, 2))
     """
 
     _parameter_constraints: dict = {

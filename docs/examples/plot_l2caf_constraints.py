@@ -1,7 +1,7 @@
 """
-=====================================================
+==========================================================
 L2-CAF's attention constraints: L2 norm, softmax, Gaussian
-=====================================================
+==========================================================
 
 The paper's Fig. 11 (Sec. 4.4): the same attention filter optimized under three
 constraints, on the sample photos with a pretrained EfficientNet-Lite0, at its last feature
