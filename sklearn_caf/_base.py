@@ -25,7 +25,9 @@ class Explanation:
     heatmaps : ndarray of shape ``(n, k, *input_spatial)``, float32
         Maps in [0, 1] at the input's resolution, one per image and target.
     maps : ndarray of shape ``(n, k, *layer_spatial)``, float32
-        Raw maps at the layer's resolution. For L2-CAF, the signed unit-norm filters.
+        Raw maps at the layer's resolution. For L2-CAF, the filters themselves: signed
+        and of unit L2 norm (``constraint="l2"``), or non-negative and summing to 1 (the
+        softmax weights; the normalized Gaussian bump).
     targets : ndarray of shape (n, k) or None
         Class indices explained; None when the map explains the whole output
         (class-oblivious L2-CAF, Grad-CAM of an embedding).
@@ -33,6 +35,12 @@ class Explanation:
         The model's unfiltered output (logits or embedding).
     n_iter : ndarray of shape (n, k) or None
         Optimization iterations per map (L2-CAF; 0 where solved in closed form).
+    params : ndarray of shape (n, k, n_spatial_axes) or None
+        The optimized parameters where they are not the map itself: the means of
+        L2-CAF's Gaussians (``constraint="gaussian"``), float32, in cell coordinates of
+        ``maps`` (``params[i, j, a]`` is the position along the ``a``-th spatial axis of
+        ``maps[i, j]``, 0 at the first cell's centre; it may lie outside the grid). None
+        otherwise.
     """
 
     heatmaps: np.ndarray
@@ -40,6 +48,7 @@ class Explanation:
     targets: np.ndarray | None
     outputs: np.ndarray
     n_iter: np.ndarray | None = None
+    params: np.ndarray | None = None
 
 
 def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
@@ -156,8 +165,9 @@ class BaseExplainer(ModelEstimator):
                     t = np.argsort(-out_np, axis=1, kind="stable")[:, : self.top_k]
                 else:
                     t = None
-                maps, n_iter = self._explain_batch(bound, x, a, context, out, t, rng)
-                parts.append((maps, t, out_np, n_iter))
+                # An optional third result: per-map parameters (L2-CAF's Gaussian means).
+                maps, n_iter, *params = self._explain_batch(bound, x, a, context, out, t, rng)
+                parts.append((maps, t, out_np, n_iter, params[0] if params else None))
                 if self.verbose:
                     print(f"[{type(self).__name__}] explained {stop}/{X.shape[0]} images")
         maps = np.concatenate([p[0] for p in parts])
@@ -174,6 +184,7 @@ class BaseExplainer(ModelEstimator):
             targets=None if parts[0][1] is None else np.concatenate([p[1] for p in parts]),
             outputs=np.concatenate([p[2] for p in parts]).astype(np.float32),
             n_iter=None if parts[0][3] is None else np.concatenate([p[3] for p in parts]),
+            params=None if parts[0][4] is None else np.concatenate([p[4] for p in parts]),
         )
 
     def _signed_maps(self) -> bool:

@@ -25,6 +25,11 @@ _PROBE_BUDGET = 2**24
 # and a dead one (every unit after the filter switched off) is exactly zero.
 _DEAD_RTOL = 1e-7
 
+# A softmax restart on r cells gives the other cells logits this much lower: their weights
+# are e^-10 (about 5e-5) of a chosen cell's, so the restart is close to the uniform filter
+# on the r cells, yet their gradients are not lost in float32 and Adam can bring them back.
+_SOFTMAX_OFF = 10.0
+
 
 class DeadFilterWarning(UserWarning):
     """An L2-CAF filter could not move from its start: its map is uniform, not a result.
@@ -51,10 +56,24 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def _vanishing(loss: np.ndarray, grad: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Rows whose loss does not change to first order as the filter turns on the sphere."""
+def _cell_grid(spatial: tuple[int, ...]) -> np.ndarray:
+    """``(1, N, *spatial)``: every cell's coordinate along each of the N spatial axes, in
+    cells (0 at the first cell's centre)."""
+    axes = np.meshgrid(*(np.arange(s) for s in spatial), indexing="ij")
+    return np.stack(axes)[None].astype(np.float32)
+
+
+def _vanishing(
+    loss: np.ndarray, grad: np.ndarray, f: np.ndarray, sphere: bool = True
+) -> np.ndarray:
+    """Rows whose loss does not change to first order as the filter turns on the sphere
+    (``sphere``: the ``"l2"`` constraint) or as the parameters move by one unit (a unit of
+    softmax logit, or one cell of a Gaussian's mean)."""
     m = len(f)
     f, grad = f.reshape(m, -1).astype(np.float64), grad.reshape(m, -1).astype(np.float64)
+    if not sphere:
+        slope = np.linalg.norm(grad, axis=1)
+        return slope <= _DEAD_RTOL * np.maximum(np.abs(loss.astype(np.float64)), 1e-30)
     norm = np.linalg.norm(f, axis=1)
     unit = f / np.maximum(norm, 1e-300)[:, None]
     tangent = grad - (grad * unit).sum(axis=1, keepdims=True) * unit
@@ -69,14 +88,51 @@ def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 class _FilterLoss:
     """The per-row L2-CAF loss as a pure function of explicit tensors.
 
-    ``loss(f, features, context, target)``: ``features`` are the layer's feature maps
-    (fast variant) or the images (vanilla), ``target`` the unfiltered outputs
-    (class-oblivious) or the class weights ``1 - 2 [j == c]`` (class-specific). One object
-    per explainer configuration, so that a backend compiles it once for all batches.
+    ``loss(f, features, context, target)``: ``f`` the optimized parameters (see
+    :meth:`filters`), ``features`` the layer's feature maps (fast variant) or the images
+    (vanilla), ``target`` the unfiltered outputs (class-oblivious) or the class weights
+    ``1 - 2 [j == c]`` (class-specific). One object per explainer configuration (and, for
+    the Gaussian, per map shape: its cell grid is a constant of the loss), so that a
+    backend compiles it once for all batches.
     """
 
-    def __init__(self, bound: Any, objective: str, vanilla: bool):
+    def __init__(
+        self,
+        bound: Any,
+        objective: str,
+        vanilla: bool,
+        constraint: str = "l2",
+        spatial: tuple[int, ...] | None = None,
+    ):
         self.bound, self.objective, self.vanilla = bound, objective, vanilla
+        self.constraint = constraint
+        # Made on the device once, not at every iteration.
+        self.grid = bound.asarray(_cell_grid(spatial)) if constraint == "gaussian" else None
+
+    def filters(self, f: Any) -> Any:
+        """The filter that multiplies the feature maps, ``(m, *spatial)``, from the
+        parameters: ``f / ||f||`` (``"l2"``, ``f`` of the map's shape), ``softmax(f)``
+        over the cells (``"softmax"``), or the Gaussian ``exp(-||p - mu||^2 / 2)`` over the
+        cells ``p`` divided by its sum (``"gaussian"``, ``f`` the means ``mu``, ``(m, N)``).
+        """
+        bound = self.bound
+        if self.constraint == "l2":
+            axes = tuple(range(1, len(f.shape)))
+            return f / bound.sqrt(bound.sum(f * f, axis=axes, keepdims=True))
+        if self.constraint == "softmax":
+            logits = f
+        else:
+            mu = f
+            for _ in range(len(self.grid.shape) - 2):  # (m, N) -> (m, N, 1, ..., 1)
+                mu = bound.expand_dims(mu, -1)
+            diff = self.grid - mu
+            logits = bound.sum(diff * diff, axis=1) * -0.5
+        # The normalized Gaussian is the softmax of -||p - mu||^2 / 2: subtracting the
+        # largest logit keeps it finite when mu is far outside the grid (every density
+        # would underflow to zero there, and 0 / 0 is no map).
+        axes = tuple(range(1, len(logits.shape)))
+        e = bound.exp(logits - bound.max(logits, axis=axes, keepdims=True))
+        return e / bound.sum(e, axis=axes, keepdims=True)
 
     def outputs(self, f: Any, features: Any, context: tuple) -> Any:
         bound = self.bound
@@ -84,9 +140,7 @@ class _FilterLoss:
             a, context = bound.trunk(features)
         else:
             a = features
-        axes = tuple(range(1, len(f.shape)))
-        unit = f / bound.sqrt(bound.sum(f * f, axis=axes, keepdims=True))
-        return bound.head(a * bound.expand_dims(unit, bound.channel_axis), context)
+        return bound.head(a * bound.expand_dims(self.filters(f), bound.channel_axis), context)
 
     def __call__(self, f: Any, features: Any, context: tuple, target: Any) -> Any:
         out = self.outputs(f, features, context)
@@ -135,7 +189,9 @@ class L2CAFExplainer(BaseExplainer):
     optimized so that the filtered output matches the unfiltered one (class-oblivious,
     Eq. 1 of the paper) or favours one class over all others (class-specific, Eq. 2). The
     heatmap is ``|f|``, resized to the input and scaled to [0, 1]. Works for
-    classification networks (logits) and retrieval networks (raw embeddings).
+    classification networks (logits) and retrieval networks (raw embeddings). The paper's
+    alternative constraints (Sec. 4.4), a softmax over the cells and a Gaussian bump, are
+    ``constraint="softmax"`` and ``"gaussian"``; see :ref:`l2caf_constraints`.
 
     Parameters
     ----------
@@ -149,6 +205,19 @@ class L2CAFExplainer(BaseExplainer):
     objective : {"class-oblivious", "class-specific"}, default="class-oblivious"
         Eq. 1 (one map per image, for classification or retrieval) or Eq. 2 (one map
         per explained class; logits only).
+    constraint : {"l2", "softmax", "gaussian"}, default="l2"
+        What the optimized filter is (Sec. 4.4 of the paper). ``"l2"``: ``f / ||f||``, a
+        signed map of unit L2 norm. ``"softmax"``: ``softmax(f)`` over all cells,
+        non-negative and summing to 1; ``f`` has the map's shape and starts per ``init``.
+        ``"gaussian"``: ``exp(-||p - mu||^2 / 2)`` over the cells ``p`` (identity
+        covariance, in cells) divided by its sum, so that it also sums to 1 (the
+        authors' normalization; it scales the map, never changes its shape); only the
+        mean ``mu`` (one number per spatial axis) is optimized, from the grid's centre.
+        ``mu`` is not confined to the grid: where the loss keeps falling as the bump
+        moves past an edge, the mean leaves the grid and the map is the bump's tail,
+        its weight piled on the edge cells. The means are :attr:`Explanation.params`.
+        Both objectives and both variants work with every constraint; the ``"exact"``
+        and ``"lbfgs"`` solvers only with ``"l2"`` (they work on the unit sphere).
     top_k : int, default=1
         With ``objective="class-specific"`` and no targets: explain the ``top_k``
         predicted classes. More than the model's number of classes is an error.
@@ -164,7 +233,8 @@ class L2CAFExplainer(BaseExplainer):
         Armijo line search: one head evaluation per iteration, like Adam, but tens of
         them instead of hundreds on heads that are not affine (it may stop at another
         local optimum than Adam's). ``"auto"`` uses ``"exact"`` where the check passes,
-        else ``"adam"``.
+        else ``"adam"``. ``"exact"`` and ``"lbfgs"`` need ``constraint="l2"`` (an error
+        otherwise); ``"auto"`` uses ``"adam"`` for the other constraints.
     max_iter : int, default=1000
         Maximum Adam iterations, or L-BFGS head evaluations, per filter.
     tol : float, default=1e-5
@@ -183,14 +253,22 @@ class L2CAFExplainer(BaseExplainer):
     init : {"ones", "uniform", "normal"} or ndarray, default="ones"
         Initial filter: all ones (the authors' PyTorch code; deterministic, so a batch
         gives the same maps as its images one by one), U[0, 1] (the paper), N(0, 1) (the
-        authors' TensorFlow code), or an array of the layer's spatial shape. A start
+        authors' TensorFlow code), or an array of the layer's spatial shape (for
+        ``constraint="softmax"`` these are the logits ``f``). For
+        ``constraint="gaussian"`` it is the initial mean: ``"ones"`` the grid's centre
+        ``((h - 1) / 2, (w - 1) / 2)``, ``"uniform"`` uniform over the grid, ``"normal"``
+        the centre plus N(0, 1) cells, or an array of shape ``(n_spatial_axes,)``. A start
         where the loss has no gradient (a *dead start*: the unit-norm filter attenuates
         the features by about ``1 / sqrt(cells)``, which can switch off every unit of a
         head with a batch norm and a ReLU) restarts from the uniform filter on the
         image's ``r`` strongest cells (largest feature norm), ``r = cells / 2, cells / 4,
         ..., 1``, the largest ``r`` with a gradient. Where none has one, the map is
         uniform and a :class:`DeadFilterWarning` names the layer; no constant map is
-        returned without it.
+        returned without it. The softmax restarts the same way (its uniform start
+        attenuates by ``1 / cells``, even more); a dead Gaussian restarts once, with its
+        mean on the strongest cell, and a Gaussian that stays dead (its bump would sit
+        where it started, saying nothing about the image) is reported by the same
+        warning.
     output : None, int, str or callable, default=None
         Which model output to explain when the model returns a tuple (index), a dict
         (key), or anything else (a callable mapping it to an (n, d) tensor).
@@ -249,11 +327,19 @@ class L2CAFExplainer(BaseExplainer):
     >>> maps = L2CAFExplainer(model=net, layer="1").fit_transform(images)
     >>> maps.shape
     (2, 8, 8)
+
+    The Gaussian constraint: the maps are bumps, ``params`` their means (row, column).
+
+    >>> gauss = L2CAFExplainer(model=net, layer="1", constraint="gaussian").fit(images)
+    >>> e = gauss.explain(images)
+    >>> e.maps.shape, e.params.shape
+    ((2, 1, 8, 8), (2, 1, 2))
     """
 
     _parameter_constraints: dict = {
         **BaseExplainer._parameter_constraints,
         "objective": [StrOptions({"class-oblivious", "class-specific"})],
+        "constraint": [StrOptions({"l2", "softmax", "gaussian"})],
         "variant": [StrOptions({"fast", "vanilla"})],
         "solver": [StrOptions({"auto", "exact", "adam", "lbfgs"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -271,6 +357,7 @@ class L2CAFExplainer(BaseExplainer):
         model: Any = None,
         layer: str | None = None,
         objective: str = "class-oblivious",
+        constraint: str = "l2",
         top_k: int = 1,
         variant: str = "fast",
         solver: str = "auto",
@@ -290,6 +377,7 @@ class L2CAFExplainer(BaseExplainer):
         self.model = model
         self.layer = layer
         self.objective = objective
+        self.constraint = constraint
         self.top_k = top_k
         self.variant = variant
         self.solver = solver
@@ -321,19 +409,36 @@ class L2CAFExplainer(BaseExplainer):
         )
 
     def _filter_problem(
-        self, bound: Any, features: Any, context: tuple = (), target: Any = None
+        self,
+        bound: Any,
+        features: Any,
+        context: tuple = (),
+        target: Any = None,
+        spatial: tuple[int, ...] | None = None,
     ) -> _FilterProblem:
-        """The problem on rows of ``features`` (the images for ``variant="vanilla"``)."""
-        loss_fn, _ = self._solver_parts(bound, vanilla=self.variant == "vanilla")
+        """The problem on rows of ``features`` (the images for ``variant="vanilla"``);
+        ``spatial``, the maps' shape, defaults to the feature maps' (fast variant)."""
+        vanilla = self.variant == "vanilla"
+        if spatial is None:
+            spatial = self.filter_shape_ if vanilla else _filter_shape(bound, features)
+        loss_fn, _ = self._solver_parts(bound, vanilla=vanilla, spatial=spatial)
         return _FilterProblem(bound, loss_fn, features, tuple(context), target)
 
-    def _solver_parts(self, bound: Any, vanilla: bool) -> tuple[_FilterLoss, Any]:
+    def _solver_parts(
+        self, bound: Any, vanilla: bool, spatial: tuple[int, ...] | None = None
+    ) -> tuple[_FilterLoss, Any]:
         """The loss and the (compiled) Adam iterations, made once per configuration and bound
-        model: a backend that compiles (``tf.function``) traces them once, not per batch."""
+        model: a backend that compiles (``tf.function``) traces them once, not per batch.
+        The Gaussian's loss holds its cell grid, so it is made once per map shape."""
         cache = self.__dict__.setdefault("_solver_cache", {})
+        constraint = self.constraint
         key = (id(bound), self.objective, vanilla)
+        if constraint != "l2":
+            if constraint == "gaussian" and spatial is None:
+                spatial = self.filter_shape_
+            key += (constraint, tuple(spatial) if constraint == "gaussian" else None)
         if key not in cache:
-            loss = _FilterLoss(bound, self.objective, vanilla)
+            loss = _FilterLoss(bound, self.objective, vanilla, constraint, spatial)
             cache[key] = (loss, compiled(bound, AdamSteps(bound, loss, self._schedule())))
         return cache[key]
 
@@ -351,11 +456,28 @@ class L2CAFExplainer(BaseExplainer):
         self._solver_cache = {}  # compiled steps belong to the previous bound model
         spatial = _filter_shape(bound, a)
         self.filter_shape_ = spatial
-        if isinstance(self.init, np.ndarray) and self.init.shape != spatial:
+        if self.constraint == "gaussian":
+            if isinstance(self.init, np.ndarray) and self.init.shape != (len(spatial),):
+                raise ValueError(
+                    f"init must be 'ones', 'uniform', 'normal' or, with "
+                    f"constraint='gaussian', the initial mean: an array of shape "
+                    f"({len(spatial)},) (one coordinate per spatial axis of the maps "
+                    f"{spatial}, in cells); got an array of shape {self.init.shape}."
+                )
+        elif isinstance(self.init, np.ndarray) and self.init.shape != spatial:
             raise ValueError(
                 f"init must be 'ones', 'uniform', 'normal' or an array of the layer's spatial "
                 f"shape {spatial}; got an array of shape {self.init.shape}."
             )
+        if self.constraint != "l2":
+            if self.solver in ("exact", "lbfgs"):
+                raise ValueError(
+                    f"solver={self.solver!r} works on the unit sphere of constraint='l2' "
+                    f"only; constraint={self.constraint!r} is optimized with Adam. Use "
+                    f"solver='adam' or 'auto'."
+                )
+            self.solver_ = "adam"
+            return
         if self.variant == "vanilla":
             if self.solver == "exact":
                 raise ValueError(
@@ -398,6 +520,20 @@ class L2CAFExplainer(BaseExplainer):
         return np.concatenate(outputs).reshape(n, per_image, -1)
 
     def _initial_filters(self, m: int, spatial: tuple, rng: np.random.RandomState) -> np.ndarray:
+        """The starting parameters: filters ``(m, *spatial)``, or the Gaussian's means
+        ``(m, N)``."""
+        if self.constraint == "gaussian":
+            size = np.asarray(spatial, dtype=np.float64)
+            centre = (size - 1) / 2
+            if isinstance(self.init, np.ndarray):
+                mu = np.broadcast_to(self.init.astype(np.float64), (m, len(spatial)))
+            elif self.init == "uniform":
+                mu = rng.uniform(0, 1, size=(m, len(spatial))) * (size - 1)
+            elif self.init == "normal":
+                mu = centre + rng.standard_normal((m, len(spatial)))
+            else:
+                mu = np.broadcast_to(centre, (m, len(spatial)))
+            return np.array(mu, dtype=np.float32)
         shape = (m, *spatial)
         if isinstance(self.init, np.ndarray):
             if self.init.shape != spatial:
@@ -419,6 +555,9 @@ class L2CAFExplainer(BaseExplainer):
         rows = np.repeat(np.arange(n), k)
         spatial = _filter_shape(bound, a)
         filters = np.empty((rows.size, *spatial), dtype=np.float32)
+        gaussian = self.constraint == "gaussian"
+        means = np.empty((rows.size, len(spatial)), dtype=np.float32) if gaussian else None
+        stuck = np.zeros(rows.size, dtype=bool)  # rows whose start no restart revived
         n_iter = np.zeros(rows.size, dtype=np.int64)
         todo = np.arange(rows.size)
         dead = np.zeros(0, dtype=bool)
@@ -434,23 +573,30 @@ class L2CAFExplainer(BaseExplainer):
                 classes = targets.reshape(-1)[todo]
                 target = bound.asarray(1 - 2 * _one_hot(classes, self.n_outputs_))
             if self.variant == "vanilla":
-                problem = self._filter_problem(bound, bound.take(x, sel), (), target)
+                problem = self._filter_problem(bound, bound.take(x, sel), (), target, spatial)
             else:
                 ctx = tuple(bound.take(c, sel) for c in context)
-                problem = self._filter_problem(bound, bound.take(a, sel), ctx, target)
+                problem = self._filter_problem(bound, bound.take(a, sel), ctx, target, spatial)
             vanilla = self.variant == "vanilla"
             f0_np, dead = self._live_start(
                 bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
             )
+            stuck[todo] = dead
             if self.solver_ != "lbfgs":
-                _, step = self._solver_parts(bound, vanilla)
+                _, step = self._solver_parts(bound, vanilla, spatial)
                 f0 = bound.asarray(f0_np)
                 result = minimize_rows(bound, problem, f0, self._schedule(), step=step)
             else:
                 options = LBFGSOptions(max_eval=self.max_iter, angle_tol=float(np.sqrt(self.tol)))
                 vg = self._lbfgs_parts(bound, vanilla)
                 result = minimize_rows_lbfgs(bound, problem, f0_np, options, vg)
-            filters[todo] = result.params
+            if self.constraint == "l2":
+                filters[todo] = result.params
+            else:  # the constrained filter itself, from the same function the loss used
+                weights = problem.loss_fn.filters(bound.asarray(result.params))
+                filters[todo] = bound.to_numpy(weights)
+            if gaussian:
+                means[todo] = result.params
             n_iter[todo] = result.n_iter
             if not result.converged.all():
                 warnings.warn(
@@ -460,9 +606,14 @@ class L2CAFExplainer(BaseExplainer):
                     ConvergenceWarning,
                     stacklevel=_caller_stacklevel(),
                 )
-        axes = tuple(range(1, filters.ndim))
-        filters /= np.sqrt((filters.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
-        self._warn_constant(filters, n_dead=int(dead.sum()) if todo.size else 0)
+        if self.constraint == "l2":
+            axes = tuple(range(1, filters.ndim))
+            filters /= np.sqrt((filters.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+            self._warn_constant(filters, n_dead=int(dead.sum()) if todo.size else 0)
+        else:
+            self._warn_constant(filters, n_dead=int(stuck.sum()), stuck=stuck)
+        if gaussian:
+            return filters.reshape(n, k, *spatial), n_iter.reshape(n, k), means.reshape(n, k, -1)
         return filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
 
     def _live_start(self, bound: Any, problem: _FilterProblem, f0: np.ndarray, a: Any):
@@ -478,30 +629,30 @@ class L2CAFExplainer(BaseExplainer):
         attenuation. One head evaluation per halving, for the dead rows only. Rows that
         no such start revives keep their start; :meth:`_warn_constant` reports them.
         """
-        m, spatial = f0.shape[0], f0.shape[1:]
-        p = int(np.prod(spatial))
+        m = f0.shape[0]
+        sphere = self.constraint == "l2"
         loss, grad = bound.value_and_grad(problem.loss, bound.asarray(f0))
-        dead = _vanishing(bound.to_numpy(loss), bound.to_numpy(grad), f0)
+        dead = _vanishing(bound.to_numpy(loss), bound.to_numpy(grad), f0, sphere)
         if not dead.any():
             return f0, dead
         rows = np.flatnonzero(dead)
         feats = bound.to_numpy(bound.take(a, rows)).astype(np.float64)
         axis = bound.channel_axis % feats.ndim
-        order = np.argsort(-np.sqrt((feats**2).sum(axis=axis)).reshape(rows.size, p), axis=1)
+        norms = np.sqrt((feats**2).sum(axis=axis))
+        spatial = norms.shape[1:]
+        order = np.argsort(-norms.reshape(rows.size, -1), axis=1)
         sub = problem.take(rows)
-        f0 = f0.reshape(m, p).copy()
+        f0 = f0.copy()
         todo = np.arange(rows.size)  # dead rows (indices into ``rows``) not yet revived
-        r = p // 2
-        while todo.size and r >= 1:
-            trial = np.zeros((todo.size, p), dtype=np.float32)
-            np.put_along_axis(trial, order[todo, :r], 1.0, axis=1)
+        for restart in self._restarts(spatial):
+            if not todo.size:
+                break
+            trial = restart(order[todo])
             part = sub if todo.size == rows.size else sub.take(todo)
-            t_loss, t_grad = bound.value_and_grad(
-                part.loss, bound.asarray(trial.reshape(-1, *spatial))
-            )
-            live = ~_vanishing(bound.to_numpy(t_loss), bound.to_numpy(t_grad), trial)
+            t_loss, t_grad = bound.value_and_grad(part.loss, bound.asarray(trial))
+            live = ~_vanishing(bound.to_numpy(t_loss), bound.to_numpy(t_grad), trial, sphere)
             f0[rows[todo[live]]] = trial[live]
-            todo, r = todo[~live], r // 2
+            todo = todo[~live]
         still = np.zeros(m, dtype=bool)
         still[rows[todo]] = True
         if self.verbose:
@@ -509,25 +660,65 @@ class L2CAFExplainer(BaseExplainer):
                 f"L2-CAF at layer={self.layer!r}: {rows.size} dead start(s), "
                 f"{rows.size - todo.size} restarted on their strongest cells"
             )
-        return f0.reshape(m, *spatial), still
+        return f0, still
 
-    def _warn_constant(self, filters: np.ndarray, n_dead: int) -> None:
-        """Never return a uniform map silently."""
+    def _restarts(self, spatial: tuple[int, ...]):
+        """The starts :meth:`_live_start` tries, in order, for dead rows: functions of the
+        rows' cells sorted by decreasing feature norm (``(rows, cells)`` flat indices)
+        giving their starting parameters. ``"l2"``: the uniform filter on the ``r``
+        strongest cells, ``r = cells / 2, ..., 1``; ``"softmax"``: logits 0 on those cells
+        and ``-_SOFTMAX_OFF`` elsewhere (nearly the same weights); ``"gaussian"``: the mean
+        on the strongest cell (its bump has no other size to try)."""
+        if self.constraint == "gaussian":
+
+            def on_strongest(order: np.ndarray) -> np.ndarray:
+                cells = np.unravel_index(order[:, 0], spatial)
+                return np.stack(cells, axis=1).astype(np.float32)
+
+            yield on_strongest
+            return
+        p = int(np.prod(spatial))
+        off = 0.0 if self.constraint == "l2" else -_SOFTMAX_OFF
+        on = 1.0 if self.constraint == "l2" else 0.0
+        r = p // 2
+        while r >= 1:
+
+            def uniform_on(order: np.ndarray, r: int = r) -> np.ndarray:
+                trial = np.full((len(order), p), off, dtype=np.float32)
+                np.put_along_axis(trial, order[:, :r], on, axis=1)
+                return trial.reshape(-1, *spatial)
+
+            yield uniform_on
+            r //= 2
+
+    def _warn_constant(
+        self, filters: np.ndarray, n_dead: int, stuck: np.ndarray | None = None
+    ) -> None:
+        """Never return a uniform map silently, nor (``stuck``, rows whose loss had no
+        gradient at any start) a map that never left its start: a Gaussian is never
+        constant, but one that did not move sits where it started, not on the image."""
         flat = np.abs(filters.reshape(len(filters), -1))
         top = flat.max(axis=1)
-        constant = int((top - flat.min(axis=1) <= 1e-6 * top).sum())
+        uniform = top - flat.min(axis=1) <= 1e-6 * top
+        constant = int((uniform if stuck is None else uniform | stuck).sum())
         if not constant:
             return
+        restarts = (
+            "with the mean on their strongest cell"
+            if self.constraint == "gaussian"
+            else "on any number of their strongest cells"
+        )
         why = (
-            f"the loss has no gradient at the start of {n_dead} of them, nor on any number "
-            f"of their strongest cells (every unit of the head after the filter is switched "
+            f"the loss has no gradient at the start of {n_dead} of them, nor "
+            f"{restarts} (every unit of the head after the filter is switched "
             f"off, e.g. by a batch norm and a ReLU that the filter's attenuation pushes below "
             f"zero)"
             if n_dead
             else "the optimum found is uniform"
         )
+        what = "constant map(s)" if stuck is None else "constant or unmoved map(s)"
         warnings.warn(
-            f"L2-CAF at layer={self.layer!r} returned {constant} constant map(s) of "
+            f"L2-CAF at layer={self.layer!r} returned {constant} {what} of "
             f"{len(filters)}: {why}. These maps say nothing about the image. Try a later "
             f"layer (e.g. the last feature map, after its activation), another start "
             f"(init='normal' with a random_state, or an init array), or "

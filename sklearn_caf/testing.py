@@ -30,7 +30,9 @@ _BOUND_METHODS = (
     "take",
     "sum",
     "mean",
+    "max",
     "sqrt",
+    "exp",
     "abs",
     "relu",
     "expand_dims",
@@ -390,7 +392,7 @@ def _check_ops(check: _Checker, bound: Any, seed: int) -> None:
     same("x / (y * y + 1)", x / (y * y + 1.0), x_np / (y_np * y_np + 1))
     for rows in (np.array([2, 0, 2, 3]), np.array([1]), np.arange(4)):
         same(f"take(x, {rows.tolist()})", bound.take(x, rows), x_np[rows])
-    for op in ("sum", "mean"):
+    for op in ("sum", "mean", "max"):
         for axis in (1, -1, (2, 3), (1, 2, 3)):
             for keepdims in (False, True):
                 what = f"{op}(x, axis={axis}, keepdims={keepdims})"
@@ -402,6 +404,7 @@ def _check_ops(check: _Checker, bound: Any, seed: int) -> None:
             getattr(np, op)(x_np, axis=1),
         )
     same("sqrt(|x|)", bound.sqrt(bound.asarray(np.abs(x_np))), np.sqrt(np.abs(x_np)))
+    same("exp(x)", bound.exp(x), np.exp(x_np))
     same("abs(x)", bound.abs(x), np.abs(x_np))
     same("relu(x)", bound.relu(x), np.maximum(x_np, 0))
     for axis in (0, 1, -1):
@@ -593,8 +596,9 @@ def check_backend(
       values and gradients, for two batch sizes and a Python float argument;
     - where the bound model has the optional ``fori_loop(n, body, init)``, it runs ``body``
       for ``i = 0 .. n - 1`` in order (``n = 0`` included), also inside ``compile``;
-    - ``take``, ``sum``, ``mean`` (int, negative and tuple axes, ``keepdims``), ``sqrt``,
-      ``abs``, ``relu``, ``expand_dims``, ``zeros_like`` and ``+ - * /`` agree with NumPy;
+    - ``take``, ``sum``, ``mean``, ``max`` (int, negative and tuple axes, ``keepdims``),
+      ``sqrt``, ``exp``, ``abs``, ``relu``, ``expand_dims``, ``zeros_like`` and ``+ - * /``
+      agree with NumPy;
     - ``to_numpy(asarray(x))`` round-trips float32 exactly, and ``asarray`` casts float64,
       integers and backend tensors to float32;
     - the context manager nests, does not swallow exceptions, and restores ``snapshot`` on

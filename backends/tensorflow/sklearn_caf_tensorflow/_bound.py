@@ -215,7 +215,11 @@ class TensorflowBoundModel:
     def mean(self, x: tf.Tensor, axis: Any, keepdims: bool = False) -> tf.Tensor:
         return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
 
+    def max(self, x: tf.Tensor, axis: Any, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
     sqrt = staticmethod(tf.sqrt)
+    exp = staticmethod(tf.exp)
     abs = staticmethod(tf.abs)
     relu = staticmethod(tf.nn.relu)
     zeros_like = staticmethod(tf.zeros_like)

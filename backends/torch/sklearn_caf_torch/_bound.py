@@ -238,7 +238,11 @@ class TorchBoundModel:
     def mean(self, x: torch.Tensor, axis: Any, keepdims: bool = False) -> torch.Tensor:
         return torch.mean(x, dim=axis, keepdim=keepdims)
 
+    def max(self, x: torch.Tensor, axis: Any, keepdims: bool = False) -> torch.Tensor:
+        return torch.amax(x, dim=axis, keepdim=keepdims)
+
     sqrt = staticmethod(torch.sqrt)
+    exp = staticmethod(torch.exp)
     abs = staticmethod(torch.abs)
     relu = staticmethod(torch.relu)
     zeros_like = staticmethod(torch.zeros_like)
