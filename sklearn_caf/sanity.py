@@ -45,7 +45,9 @@ def _import_pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as exc:
-        raise ImportError(f"model_randomization returns a pandas DataFrame: {_IMPORT_HINT}.") from exc
+        raise ImportError(
+            f"model_randomization returns a pandas DataFrame: {_IMPORT_HINT}."
+        ) from exc
     return pd
 
 

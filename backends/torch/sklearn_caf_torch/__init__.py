@@ -91,9 +91,7 @@ class TorchBackend:
 
         return weighted_layers(model)
 
-    def randomized_copy(
-        self, model: Any, layers: Any, random_state: int | None = None
-    ) -> Any:
+    def randomized_copy(self, model: Any, layers: Any, random_state: int | None = None) -> Any:
         """A deep copy of ``model`` with ``layers`` re-initialized, for sanity checks.
 
         Each layer is re-initialized by its own ``reset_parameters()`` (PyTorch's default

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import fx
@@ -52,6 +51,7 @@ def weighted_layers(model: torch.nn.Module) -> list[str]:
     if order is None:
         return owners  # registration order: the forward order of most models
     rank = {name: i for i, name in enumerate(order)}
+
     # Modules fx keeps as leaves (nn.Conv2d...) are ranked directly; a weighted module
     # inside a leaf it did not enter takes its parent's rank; unused modules go last.
     def key(name: str) -> tuple[int, int]:
