@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage, stats
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -442,6 +442,7 @@ def _random_cnn(width1, width2, kernel, seed, n_classes=4):
 
 # Random weights may switch an L2-CAF filter off (a constant map, which stays unit-norm).
 @pytest.mark.filterwarnings("ignore::sklearn_caf.DeadFilterWarning")
+@settings(max_examples=min(8, settings.default.max_examples))  # 6 fits per example
 @given(
     width1=st.integers(2, 5),
     width2=st.integers(2, 6),
@@ -451,8 +452,10 @@ def _random_cnn(width1, width2, kernel, seed, n_classes=4):
 def test_property_maps_valid_and_head_randomization_detected(width1, width2, kernel, seed):
     net = _random_cnn(width1, width2, kernel, seed)
     X = images(2, 8, seed=seed)
+    # Class-specific L2-CAF: the class-oblivious objective can ignore the head (see
+    # test_class_oblivious_l2caf_can_ignore_the_head).
     for explainer in (
-        L2CAFExplainer(model=net, layer="relu2", random_state=0),
+        L2CAFExplainer(model=net, layer="relu2", objective="class-specific"),
         GradCAMExplainer(model=net, layer="relu2"),
     ):
         _, maps = model_randomization(
@@ -470,3 +473,23 @@ def test_property_maps_valid_and_head_randomization_detected(width1, width2, ker
                 assert not np.allclose(original, head, atol=1e-6)
     baseline = model_randomization(SobelEdges(model=net), X, layers=["fc"], random_state=seed)
     np.testing.assert_array_equal(baseline[list(SIMILARITY_COLUMNS)].to_numpy(), 1.0)
+
+
+def test_class_oblivious_l2caf_can_ignore_the_head():
+    """What the check finds on a narrow layer: with 2 channels after GAP and a linear head,
+    a unit-norm filter can reproduce the pooled features exactly (2 equations, 64 cells),
+    so class-oblivious L2-CAF reaches zero loss whatever the classifier's weights are and
+    its maps do not change when the head is randomized. The class-specific objective does
+    depend on the head."""
+    net, X = _random_cnn(2, 2, 1, seed=1), images(2, 8, seed=1)
+    oblivious = model_randomization(
+        L2CAFExplainer(model=net, layer="relu2"), X, layers=["fc"], random_state=1
+    )
+    np.testing.assert_allclose(oblivious[list(SIMILARITY_COLUMNS)].to_numpy(), 1.0, atol=1e-4)
+    specific = model_randomization(
+        L2CAFExplainer(model=net, layer="relu2", objective="class-specific"),
+        X,
+        layers=["fc"],
+        random_state=1,
+    )
+    assert (specific.loc[specific["step"] == 1, "spearman"] < 0.5).all()
