@@ -493,3 +493,35 @@ def test_class_oblivious_l2caf_can_ignore_the_head():
         random_state=1,
     )
     assert (specific.loc[specific["step"] == 1, "spearman"] < 0.5).all()
+
+
+# -- plot_model_randomization ------------------------------------------------------------------
+
+
+def test_plot_model_randomization():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sklearn_caf.plotting import plot_model_randomization
+
+    net, X = tiny_cnn(), images(3, 12)
+    _, gradcam = model_randomization(
+        GradCAMExplainer(model=net, layer="relu2"), X, random_state=0, return_maps=True
+    )
+    _, edges = model_randomization(
+        SobelEdges(model=net), X, layers=["fc"], random_state=0, return_maps=True
+    )
+    fig = plot_model_randomization({"Grad-CAM": gradcam, "edges": edges}, images=X, indices=[2, 0])
+    axes = np.array(fig.axes).reshape(4, 4)  # 2 methods x 2 images, 4 columns
+    assert [ax.get_title() for ax in axes[0]] == ["original", "fc", "conv2", "conv1"]
+    assert axes[0, 0].get_ylabel() == "Grad-CAM\nimage 2"
+    assert axes[3, 0].get_ylabel() == "edges\nimage 0"
+    assert not axes[2, 2].axison  # the baseline has 2 steps; its last cells are empty
+    shown = axes[1, 1].get_images()[0].get_array()
+    assert shown.shape == (12, 12, 3)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="indices"):
+        plot_model_randomization(gradcam, indices=[3])
+    with pytest.raises(ValueError, match="return_maps=True"):
+        plot_model_randomization({"x": {"heatmaps": np.zeros((2, 8, 8)), "layer": ["a"]}})
