@@ -420,6 +420,16 @@ def test_keras_model_untouched_and_rows(kit):
     # Keras' Glorot-initialized random convolutions can switch Grad-CAM off entirely: a flat
     # map has no rank correlation (NaN), which is as far from 1 as it gets.
     assert not (scores.loc[scores["step"] > 0, "spearman_abs"] >= 0.99).any()
+    # L2-CAF on the Keras model: unit-norm maps, and the classifier's randomization matters
+    # to the class-specific objective.
+    l2caf = L2CAFExplainer(model=model, layer="relu2", objective="class-specific")
+    scores, maps = model_randomization(
+        l2caf, kit.x(X), layers=["fc"], random_state=0, return_maps=True
+    )
+    norms = np.sqrt((maps.maps.astype(np.float64) ** 2).sum(axis=(-2, -1)))
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    assert not np.allclose(maps.maps[0], maps.maps[1], atol=1e-4)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights, strict=True))
 
 
 # -- Properties over small random CNNs ---------------------------------------------------------
@@ -482,9 +492,15 @@ def test_class_oblivious_l2caf_can_ignore_the_head():
     its maps do not change when the head is randomized. The class-specific objective does
     depend on the head."""
     net, X = _random_cnn(2, 2, 1, seed=1), images(2, 8, seed=1)
-    oblivious = model_randomization(
-        L2CAFExplainer(model=net, layer="relu2"), X, layers=["fc"], random_state=1
+    oblivious, maps = model_randomization(
+        L2CAFExplainer(model=net, layer="relu2"),
+        X,
+        layers=["fc"],
+        random_state=1,
+        return_maps=True,
     )
+    norms = np.sqrt((maps.maps.astype(np.float64) ** 2).sum(axis=(-2, -1)))
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
     np.testing.assert_allclose(oblivious[list(SIMILARITY_COLUMNS)].to_numpy(), 1.0, atol=1e-4)
     specific = model_randomization(
         L2CAFExplainer(model=net, layer="relu2", objective="class-specific"),
