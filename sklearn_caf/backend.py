@@ -10,8 +10,10 @@ any framework just to look.
 
 from __future__ import annotations
 
+import difflib
 import sys
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,7 +23,9 @@ __all__ = [
     "Backend",
     "BoundModel",
     "available_backends",
+    "check_layer_names",
     "get_backend",
+    "layer_seeds",
     "register_backend",
     "select_output",
 ]
@@ -85,6 +89,22 @@ class Backend(Protocol):
         bound : BoundModel
             The model split into a trunk and a head, with the tensor operations.
         """
+
+    # Optional, for the model-randomization sanity check (sklearn_caf.sanity); a backend
+    # without them explains as usual, and model_randomization says what is missing. When a
+    # backend has them, check_backend checks them.
+    #
+    # ``weighted_layers(model) -> list[str]``: the names (as ``bind``'s ``layer`` spells
+    # them) of the layers that own learnable weights (convolutions, dense/linear, batch
+    # norm...; not containers), in forward order.
+    #
+    # ``randomized_copy(model, layers, random_state=None) -> model``: a copy of ``model``
+    # (same framework, device, train/eval mode and trainable flags; never ``model``
+    # itself, and ``model`` unchanged) whose ``layers`` (names from ``weighted_layers``)
+    # are re-initialized by their own initializers, each layer seeded by
+    # ``layer_seeds(layers, random_state)`` so that a layer gets the same weights in every
+    # copy of one seed. Unknown names: ``ValueError`` from ``check_layer_names``. An empty
+    # ``layers`` gives an exact copy.
 
 
 @runtime_checkable
@@ -289,6 +309,99 @@ def select_output(out: Any, output: Any, *, is_tensor: Callable[[Any], bool]) ->
             f"output= (an index, a key or a callable)."
         )
     return out
+
+
+def check_layer_names(layers: Sequence[str], valid: Sequence[str]) -> list[str]:
+    """``layers`` as a list, checked against ``valid``: what backends' ``randomized_copy``
+    and :func:`sklearn_caf.sanity.model_randomization` accept.
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Layer names asked for.
+    valid : sequence of str
+        The model's weighted layers (``backend.weighted_layers(model)``).
+
+    Returns
+    -------
+    list of str
+        ``layers`` in the order given.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown or repeated names, with close matches and the valid names.
+
+    Examples
+    --------
+    >>> from sklearn_caf.backend import check_layer_names
+    >>> check_layer_names(("fc",), ["conv1", "fc"])
+    ['fc']
+    >>> check_layer_names(["fc2"], ["conv1", "fc"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: layers has names that are not weighted layers of the model: 'fc2'. ...
+    """
+    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+        raise TypeError(f"layers must be a sequence of layer names (str); got {layers!r}.")
+    layers = list(layers)
+    unknown = [name for name in layers if name not in set(valid)]
+    if unknown:
+        close = sorted({c for u in unknown for c in difflib.get_close_matches(u, valid, n=3)})
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"layers has names that are not weighted layers of the model: "
+            f"{', '.join(map(repr, unknown))}.{hint} The weighted layers, in forward order: "
+            f"{', '.join(map(repr, valid)) or 'none'}."
+        )
+    repeated = sorted({name for name in layers if layers.count(name) > 1})
+    if repeated:
+        raise ValueError(f"layers names {', '.join(map(repr, repeated))} more than once.")
+    return layers
+
+
+def layer_seeds(layers: Sequence[str], random_state: int | None) -> dict[str, int]:
+    """One seed per layer name, for backends' ``randomized_copy``.
+
+    A layer's seed depends on ``random_state`` and its name only, so a layer gets the same
+    random weights whichever other layers are randomized with it (the cascading and
+    independent randomizations of one seed agree layer by layer).
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Layer names.
+    random_state : int or None
+        ``None`` draws fresh seeds from the operating system.
+
+    Returns
+    -------
+    dict of str to int
+        Seeds in [0, 2**31).
+
+    Examples
+    --------
+    >>> from sklearn_caf.backend import layer_seeds
+    >>> layer_seeds(["conv1", "fc"], 0)["fc"] == layer_seeds(["fc"], 0)["fc"]
+    True
+    """
+    if random_state is None:
+        entropy = np.random.SeedSequence().entropy
+    elif (
+        isinstance(random_state, (int, np.integer))
+        and not isinstance(random_state, bool)
+        and random_state >= 0
+    ):
+        entropy = int(random_state)
+    else:
+        raise ValueError(f"random_state must be a non-negative int or None; got {random_state!r}.")
+    return {
+        name: int(
+            np.random.SeedSequence([entropy, zlib.crc32(name.encode())]).generate_state(1)[0]
+            % 2**31
+        )
+        for name in layers
+    }
 
 
 def register_backend(name: str, backend: Any) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "overlay_part_maps",
     "part_map_rgb",
     "plot_localization_examples",
+    "plot_model_randomization",
     "plot_threshold_curves",
 ]
 
@@ -640,3 +641,113 @@ def plot_localization_examples(
             tiles.append(np.full_like(tiles[-1], 255))
             captions.append("")
     return image_grid(tiles, ncols=2 * n_images, captions=captions)
+
+
+# -- pictures of a sanity check (sklearn_caf.sanity) ------------------------------------------
+def plot_model_randomization(
+    maps,
+    *,
+    images: np.ndarray | None = None,
+    indices: Sequence[int] | None = None,
+    rank: int = 0,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    tile_size: float = 1.6,
+):
+    """The maps of a model-randomization check in a grid, as in Adebayo et al.'s figures.
+
+    One row per method and image: the trained model's map, then the map after each
+    randomization step (column titles: the last layer randomized). Rows of one method
+    share its steps; methods with fewer steps leave their last cells empty.
+
+    Parameters
+    ----------
+    maps : Bunch or dict of str to Bunch
+        The second value of :func:`~sklearn_caf.sanity.model_randomization` with
+        ``return_maps=True``, or several of them by method name (rows are labelled by it).
+    images : array-like of shape (n_images, ...), default=None
+        The images checked (as the model takes them: CHW or HWC, any range); the maps are
+        drawn over them. ``None`` draws the coloured maps alone.
+    indices : sequence of int, default=None
+        Which images to show; ``None`` shows all.
+    rank : int, default=0
+        Which of an image's explained targets to show (0: the top one).
+    alpha : float in [0, 1], default=0.5
+        Weight of the maps over the images.
+    cmap : str, default="jet"
+        Colormap; see :func:`apply_colormap`.
+    tile_size : float, default=1.6
+        Side of one map in inches.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.utils import Bunch
+    >>> from sklearn_caf.plotting import plot_model_randomization
+    >>> heatmaps = np.random.default_rng(0).random((3, 2, 1, 8, 8))  # 2 steps, 2 images
+    >>> maps = Bunch(heatmaps=heatmaps, layer=["original", "fc", "conv1"])
+    >>> fig = plot_model_randomization({"Grad-CAM": maps})
+    >>> len(fig.axes)
+    6
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            'plot_model_randomization needs matplotlib: pip install "sklearn-caf[eval]".'
+        ) from exc
+    methods = dict(maps) if isinstance(maps, dict) and "heatmaps" not in maps else {"": maps}
+    if not methods:
+        raise ValueError("maps is empty; pass the maps of model_randomization(return_maps=True).")
+    for name, bunch in methods.items():
+        heatmaps = np.asarray(bunch["heatmaps"])
+        if heatmaps.ndim != 5 or len(bunch["layer"]) != heatmaps.shape[0]:
+            raise ValueError(
+                f"maps{f'[{name!r}]' if name else ''} must come from model_randomization("
+                f"return_maps=True): heatmaps of shape (n_steps + 1, n_images, k, H, W) and "
+                f"one layer label per step; got heatmaps of shape {heatmaps.shape}."
+            )
+    n_images = min(np.asarray(b["heatmaps"]).shape[1] for b in methods.values())
+    indices = list(range(n_images)) if indices is None else [int(i) for i in indices]
+    bad = [i for i in indices if not 0 <= i < n_images]
+    if bad or not indices:
+        raise ValueError(f"indices must be image rows in [0, {n_images}); got {indices}.")
+    pictures = None if images is None else [display_image(np.asarray(images)[i]) for i in indices]
+    n_cols = max(len(b["layer"]) for b in methods.values())
+    n_rows = len(methods) * len(indices)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(tile_size * n_cols, tile_size * n_rows + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    row = 0
+    for name, bunch in methods.items():
+        heatmaps = np.asarray(bunch["heatmaps"])
+        if not 0 <= rank < heatmaps.shape[2]:
+            raise ValueError(f"rank must be in [0, {heatmaps.shape[2]}); got {rank}.")
+        for position, i in enumerate(indices):
+            for col in range(n_cols):
+                ax = axes[row, col]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col >= heatmaps.shape[0]:
+                    ax.set_axis_off()
+                    continue
+                heatmap = heatmaps[col, i, rank]
+                if pictures is None:
+                    tile = apply_colormap(heatmap, cmap)
+                else:
+                    tile = overlay_heatmap(pictures[position], heatmap, alpha=alpha, cmap=cmap)
+                ax.imshow(tile)
+                if position == 0:
+                    ax.set_title(str(bunch["layer"][col]), fontsize="small")
+            label = f"{name}\nimage {i}" if name else f"image {i}"
+            axes[row, 0].set_ylabel(label, fontsize="small")
+            row += 1
+    return fig

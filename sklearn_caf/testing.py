@@ -541,6 +541,107 @@ def _check_unsplit(
     )
 
 
+def _unsplit_output(check: _Checker, backend: Any, model: Any, images: np.ndarray, device: Any):
+    whole = _bind(check, backend, model, None, device)
+    with whole:
+        _, _, _, out = _forward(check, whole, images, "layer=None")
+        return check.numpy(whole, out, "head at layer=None")
+
+
+def _check_randomization(
+    check: _Checker,
+    backend: Any,
+    model: Any,
+    images: np.ndarray,
+    device: Any,
+    snapshot: Callable[[Any], Any] | None,
+) -> None:
+    """The optional ``weighted_layers`` and ``randomized_copy`` (the sanity checks' copies)."""
+    has = [hasattr(backend, m) for m in ("weighted_layers", "randomized_copy")]
+    if not any(has):
+        return
+    check.require(
+        all(has), "a backend with one of weighted_layers and randomized_copy needs both."
+    )
+    names = check.call("weighted_layers(model)", backend.weighted_layers, model)
+    check.require(
+        isinstance(names, (list, tuple))
+        and len(names) > 0
+        and all(isinstance(name, str) for name in names),
+        f"weighted_layers(model) must return a non-empty list of layer names; got {names!r}.",
+    )
+    check.require(
+        len(set(names)) == len(names), f"weighted_layers(model) repeats names: {names!r}."
+    )
+    before = snapshot(model) if snapshot is not None else None
+    original = _unsplit_output(check, backend, model, images, device)
+
+    def randomized(layers: list[str], seed: int, what: str) -> tuple[Any, np.ndarray]:
+        copy = check.call(
+            f"randomized_copy(model, {layers!r}, random_state={seed}) [{what}]",
+            backend.randomized_copy,
+            model,
+            layers,
+            random_state=seed,
+        )
+        check.require(
+            copy is not model, f"randomized_copy must return a copy, not the model [{what}]."
+        )
+        check.require(
+            bool(backend.accepts(copy)),
+            f"accepts() must be True for the randomized copy [{what}].",
+        )
+        return copy, _unsplit_output(check, backend, copy, images, device)
+
+    copy, exact = randomized([], 0, "no layers")
+    check.close(exact, original, "the output of randomized_copy(model, []) vs the model")
+    copy_names = check.call("weighted_layers(copy)", backend.weighted_layers, copy)
+    check.require(
+        list(copy_names) == list(names),
+        f"the copy's weighted_layers differ from the model's: {copy_names!r} vs {names!r}.",
+    )
+    top = [names[-1]]
+    _, first = randomized(top, 0, "top layer")
+    check.require(
+        first.shape == original.shape and not np.allclose(first, original),
+        f"randomizing the top weighted layer {top[0]!r} must change the model's output "
+        f"(weighted_layers must list layers in forward order, the output's last).",
+    )
+    _, again = randomized(top, 0, "top layer again")
+    check.close(again, first, "two randomized copies with the same random_state")
+    _, every = randomized(list(names), 0, "every layer")
+    check.require(
+        not np.allclose(every, original),
+        "randomizing every weighted layer must change the model's output.",
+    )
+    check.close(
+        _unsplit_output(check, backend, model, images, device),
+        original,
+        "the model's own output after randomized copies were made (the model must not change)",
+        rtol=0,
+        atol=0,
+    )
+    if snapshot is not None:
+        check.require(
+            _equal(snapshot(model), before),
+            "randomized_copy must leave the model's state as it was (snapshot changed).",
+        )
+    try:
+        backend.randomized_copy(model, [_UNKNOWN_LAYER], random_state=0)
+    except ValueError as exc:
+        check.require(
+            _UNKNOWN_LAYER in str(exc),
+            f"randomized_copy's ValueError for an unknown layer must name it; got: {exc}",
+        )
+    except Exception as exc:
+        check.fail(
+            f"randomized_copy(model, [{_UNKNOWN_LAYER!r}]) must raise ValueError naming the "
+            f"layer; got {type(exc).__name__}: {exc}"
+        )
+    else:
+        check.fail(f"randomized_copy(model, [{_UNKNOWN_LAYER!r}]) must raise ValueError.")
+
+
 def check_backend(
     backend: Any,
     model_factory: Callable[[], tuple] | None = None,
@@ -605,7 +706,14 @@ def check_backend(
       exit, also when an exception is raised inside;
     - an unknown layer makes ``bind`` raise ``ValueError`` naming the layer;
     - ``trunk`` at ``layer=None`` returns the input, and ``head(trunk(x))`` at ``layer``
-      equals the unsplit model, ``bind(model, layer=None)``.
+      equals the unsplit model, ``bind(model, layer=None)``;
+    - where the backend has the optional ``weighted_layers`` and ``randomized_copy`` (the
+      model-randomization sanity check, :mod:`sklearn_caf.sanity`; both or neither):
+      ``weighted_layers`` gives distinct names; ``randomized_copy`` returns a new model
+      the backend accepts, with the same weighted layers; with no layers it computes
+      exactly what the model does; randomizing the last weighted layer, or all of them,
+      changes the output, reproducibly for one ``random_state``; the model's output and
+      state stay exactly as they were; an unknown layer raises ``ValueError`` naming it.
 
     Examples
     --------
@@ -649,3 +757,4 @@ def check_backend(
     _check_context(check, bound, model, images, out_np, snapshot)
     _check_unknown_layer(check, backend, model, device)
     _check_unsplit(check, backend, model, images, out_np, layer, device)
+    _check_randomization(check, backend, model, images, device, snapshot)

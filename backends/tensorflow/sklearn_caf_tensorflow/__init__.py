@@ -90,6 +90,78 @@ class TensorflowBackend:
             model, layer=layer, output=output, device=device, tf_function=self.tf_function
         )
 
+    def weighted_layers(self, model: Any) -> list[str]:
+        """Paths of the layers that own weights, in forward order.
+
+        Convolutions, dense layers, normalization layers, embeddings...: every layer with
+        ``layer.weights`` that is not itself a model; nested models are entered and their
+        layers spelled ``"backbone/conv1"``. The order is the model's layer order, which
+        Keras keeps topological (forward) for Functional and Sequential models.
+
+        Parameters
+        ----------
+        model : keras.Model
+            The model; it is only read.
+
+        Returns
+        -------
+        list of str
+            Layer paths, as ``layer=`` spells them.
+
+        Examples
+        --------
+        >>> import keras
+        >>> from sklearn_caf_tensorflow import TensorflowBackend
+        >>> net = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"),
+        ...                         keras.layers.GlobalAveragePooling2D(),
+        ...                         keras.layers.Dense(2, name="fc")])
+        >>> TensorflowBackend().weighted_layers(net)
+        ['c', 'fc']
+        """
+        from ._randomize import weighted_layers
+
+        return weighted_layers(model)
+
+    def randomized_copy(self, model: Any, layers: Any, random_state: int | None = None) -> Any:
+        """A copy of ``model`` with ``layers`` re-initialized, for sanity checks.
+
+        The copy is ``keras.models.clone_model(model)`` with ``model``'s weights and
+        trainable flags (a subclassed model that Keras cannot clone is deep-copied, else a
+        ``ValueError`` says so). Each variable of the chosen layers is redrawn by the
+        initializer its layer declares (``kernel_initializer``, ``bias_initializer``,
+        ``gamma_initializer``, ``moving_variance_initializer``...), seeded per layer by
+        :func:`sklearn_caf.backend.layer_seeds`; a variable without a declared initializer
+        is drawn from a normal distribution with its own mean and standard deviation.
+        ``model`` is only read.
+
+        Parameters
+        ----------
+        model : keras.Model
+            The model to copy.
+        layers : sequence of str
+            Names from :meth:`weighted_layers`; empty for an exact copy.
+        random_state : int or None, default=None
+            Seed; ``None`` draws a fresh one.
+
+        Returns
+        -------
+        keras.Model
+            The randomized copy.
+
+        Examples
+        --------
+        >>> import keras, numpy as np
+        >>> from sklearn_caf_tensorflow import TensorflowBackend
+        >>> net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, name="a"),
+        ...                         keras.layers.Dense(2, name="b")])
+        >>> copy = TensorflowBackend().randomized_copy(net, ["b"], random_state=0)
+        >>> [np.array_equal(copy.get_layer(n).kernel, net.get_layer(n).kernel) for n in "ab"]
+        [True, False]
+        """
+        from ._randomize import randomized_copy
+
+        return randomized_copy(model, layers, random_state)
+
     def __repr__(self) -> str:
         return (
             "TensorflowBackend()" if self.tf_function else "TensorflowBackend(tf_function=False)"

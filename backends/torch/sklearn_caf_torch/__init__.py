@@ -90,5 +90,77 @@ class TorchBackend:
 
         return TorchBoundModel(model, layer=layer, output=output, device=device, split=self.split)
 
+    def weighted_layers(self, model: Any) -> list[str]:
+        """Paths of the modules that own parameters, in forward order.
+
+        The modules whose own (not inherited) parameters the model learns: convolutions,
+        linear layers, normalization layers, embeddings... Containers are never listed. The
+        order is the order the forward pass first uses them (traced with torch.fx), or the
+        order of ``model.named_modules()`` where fx cannot trace the model.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model; it is only read.
+
+        Returns
+        -------
+        list of str
+            Dotted module paths, as ``layer=`` spells them.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sklearn_caf_torch import TorchBackend
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.LazyLinear(2))
+        >>> TorchBackend().weighted_layers(net)
+        ['0', '3']
+        """
+        from ._randomize import weighted_layers
+
+        return weighted_layers(model)
+
+    def randomized_copy(self, model: Any, layers: Any, random_state: int | None = None) -> Any:
+        """A deep copy of ``model`` with ``layers`` re-initialized, for sanity checks.
+
+        Each layer is re-initialized by its own ``reset_parameters()`` (PyTorch's default
+        initialization of that layer; batch norm: unit scale, zero shift, reset running
+        statistics); a module without one has each parameter redrawn from a normal
+        distribution with the parameter's own mean and standard deviation. Each layer is
+        seeded by :func:`sklearn_caf.backend.layer_seeds`, inside ``torch.random.fork_rng``
+        (the global generators are left as they were). The copy is on the same device and
+        has the user's train/eval and ``requires_grad`` flags (and hooks); ``model`` is
+        only read.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model to copy.
+        layers : sequence of str
+            Names from :meth:`weighted_layers`; empty for an exact copy.
+        random_state : int or None, default=None
+            Seed; ``None`` draws a fresh one.
+
+        Returns
+        -------
+        torch.nn.Module
+            The randomized copy.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sklearn_caf_torch import TorchBackend
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+        >>> copy = TorchBackend().randomized_copy(net, ["1"], random_state=0)
+        >>> bool(torch.equal(copy[0].weight, net[0].weight))
+        True
+        >>> bool(torch.equal(copy[1].weight, net[1].weight))
+        False
+        """
+        from ._randomize import randomized_copy
+
+        return randomized_copy(model, layers, random_state)
+
     def __repr__(self) -> str:
         return "TorchBackend()" if self.split == "auto" else f"TorchBackend(split={self.split!r})"
