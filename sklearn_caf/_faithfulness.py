@@ -27,8 +27,9 @@ _MAX_PIXELS = 2**24
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy < 2 has only trapz
-    return trapezoid(y, x, axis=-1)
+    # Written out: np.trapezoid is NumPy >= 2 only, np.trapz gone from NumPy 2.
+    y = np.asarray(y, dtype=np.float64)
+    return np.sum(np.diff(x) * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)
 
 
 def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:

@@ -323,3 +323,101 @@ def test_probabilities_as_outputs_are_flagged():
     net = nn.Sequential(tiny_cnn(n_classes=3), nn.Softmax(dim=1)).eval()
     with pytest.warns(UserWarning, match="look like probabilities"):
         deletion_insertion(FixedMap(model=net, maps=np.zeros((2, 8, 8))), images(2, 8), n_steps=2)
+
+
+# -- evaluate_localization(faithfulness=...) -------------------------------------------------
+@pytest.fixture(scope="module")
+def wsol():
+    pytest.importorskip("pyarrow")
+    from sklearn_caf.datasets import make_wsol_dataset
+
+    data = make_wsol_dataset(6, random_state=0)
+    net = tiny_cnn(n_classes=data.n_classes, seed=2)
+    return data, net
+
+
+FAITH = {"n_steps": 8, "blur_sigma": 3.0}
+
+
+def test_evaluate_localization_adds_the_faithfulness_columns(wsol):
+    from sklearn_caf.evaluation import FAITHFULNESS_SUMMARY, evaluate_localization
+
+    data, net = wsol
+    explainers = {"gradcam": GradCAMExplainer(model=net, layer="relu2")}
+    report = evaluate_localization(
+        explainers, data, batch_size=4, progress=False, faithfulness=FAITH
+    )
+    rows = report.per_image
+    for column in ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"):
+        assert column in rows.columns
+    top1 = rows["explains_top1"].to_numpy()
+    assert top1.sum() == 6  # one top-1 map per image; the true class's extra maps get NaN
+    assert rows.loc[~top1, "deletion_auc"].isna().all()
+    assert rows.loc[~top1, "deletion_curve"].isna().all()
+    assert set(FAITHFULNESS_SUMMARY) <= set(report.summary.columns)
+    # The same numbers as deletion_insertion on the same images and classes.
+    images_, _, _ = data.load(np.arange(6))
+    top_rows = rows[top1].sort_values("image_index")
+    direct = deletion_insertion(
+        explainers["gradcam"], images_, targets=top_rows["explained_class"].to_numpy(), **FAITH
+    )
+    np.testing.assert_allclose(top_rows["deletion_auc"], direct["deletion_auc"], atol=1e-6)
+    np.testing.assert_allclose(top_rows["insertion_auc"], direct["insertion_auc"], atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(top_rows["deletion_curve"]), np.stack(direct["deletion_curve"]), atol=1e-6
+    )
+    for name in FAITHFULNESS_SUMMARY:
+        assert report.summary.loc["gradcam", name] == pytest.approx(direct[name].mean())
+    # Without the option: no such columns, as before.
+    plain = evaluate_localization(explainers, data, batch_size=4, progress=False)
+    assert "deletion_auc" not in plain.per_image.columns
+    assert "deletion_auc" not in plain.summary.columns
+
+
+def test_faithfulness_runs_resume_and_refuse_a_changed_option(wsol, tmp_path):
+    from sklearn_caf.evaluation import evaluate_localization, load_report
+
+    data, net = wsol
+    explainers = {"gradcam": GradCAMExplainer(model=net, layer="relu2")}
+
+    def run(**kwargs):
+        return evaluate_localization(
+            explainers, data, batch_size=4, progress=False, out=tmp_path, **kwargs
+        )
+
+    full = run(faithfulness=FAITH)
+    parts = sorted(tmp_path.glob("part-*.parquet"))
+    assert len(parts) == 2
+    parts[1].unlink()  # as if the run had been killed after the first chunk
+    partial = load_report(tmp_path)
+    assert not partial.complete
+    assert "deletion_auc" in partial.summary.columns
+    resumed = run(faithfulness=FAITH)
+    assert resumed.complete
+    pd.testing.assert_frame_equal(resumed.per_image, full.per_image)
+    pd.testing.assert_frame_equal(resumed.summary, full.summary)
+    with pytest.raises(ValueError, match=r"differs in: faithfulness\.n_steps"):
+        run(faithfulness={**FAITH, "n_steps": 4})
+    with pytest.raises(ValueError, match=r"differs in: faithfulness"):
+        run()
+    # batch_size only changes how the work is cut: the run resumes.
+    run(faithfulness={**FAITH, "batch_size": 5})
+
+
+@pytest.mark.parametrize(
+    ("faithfulness", "task", "match"),
+    [
+        ("yes", "classification", "faithfulness must be True, False or a dict"),
+        ({"steps": 4}, "classification", r"faithfulness got unknown options \['steps'\]"),
+        ({"n_steps": -1}, "classification", "n_steps must be a positive integer"),
+        ({"blur_sigma": -2}, "classification", "blur_sigma must be a number >= 0"),
+        (True, "retrieval", "faithfulness .* needs task='classification'"),
+    ],
+)
+def test_bad_faithfulness_options_are_refused(wsol, faithfulness, task, match):
+    from sklearn_caf.evaluation import evaluate_localization
+
+    data, net = wsol
+    explainers = {"l2caf": L2CAFExplainer(model=net, layer="relu2")}
+    with pytest.raises(ValueError, match=match):
+        evaluate_localization(explainers, data, task=task, faithfulness=faithfulness)
