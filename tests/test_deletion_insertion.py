@@ -421,3 +421,50 @@ def test_bad_faithfulness_options_are_refused(wsol, faithfulness, task, match):
     explainers = {"l2caf": L2CAFExplainer(model=net, layer="relu2")}
     with pytest.raises(ValueError, match=match):
         evaluate_localization(explainers, data, task=task, faithfulness=faithfulness)
+
+
+# -- plot_deletion_insertion -----------------------------------------------------------------
+def test_plot_draws_the_mean_curves_of_tables_and_reports(wsol):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sklearn_caf.evaluation import evaluate_localization
+    from sklearn_caf.plotting import plot_deletion_insertion
+
+    data, net = wsol
+    X, _, _ = data.load(np.arange(4))
+    table = deletion_insertion(GradCAMExplainer(model=net, layer="relu2"), X, n_steps=5)
+    fig = plot_deletion_insertion({"gradcam": table, "again": table})
+    deletion_ax, insertion_ax = fig.axes
+    line = deletion_ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_xdata(), table["fraction"][0])
+    np.testing.assert_allclose(line.get_ydata(), np.stack(table["deletion_curve"]).mean(0))
+    np.testing.assert_allclose(
+        insertion_ax.get_lines()[1].get_ydata(), np.stack(table["insertion_curve"]).mean(0)
+    )
+    auc = table["deletion_auc"].mean()
+    assert deletion_ax.get_legend().get_texts()[0].get_text() == f"gradcam (AUC {auc:.3f})"
+    plt.close(fig)
+
+    explainers = {"gradcam": GradCAMExplainer(model=net, layer="relu2")}
+    report = evaluate_localization(
+        explainers, data, batch_size=6, progress=False, faithfulness=FAITH
+    )
+    fig = plot_deletion_insertion(report)
+    rows = report.per_image[report.per_image["explains_top1"]]
+    np.testing.assert_allclose(
+        fig.axes[0].get_lines()[0].get_ydata(), np.stack(rows["deletion_curve"]).mean(0)
+    )
+    plt.close(fig)
+    plain = evaluate_localization(explainers, data, batch_size=6, progress=False)
+    with pytest.raises(ValueError, match="faithfulness=True"):
+        plot_deletion_insertion(plain)
+    with pytest.raises(
+        ValueError, match=r"results\['x'\] must be a table from deletion_insertion"
+    ):
+        plot_deletion_insertion({"x": table[["image", "deletion_auc"]]})
+    with pytest.raises(ValueError, match="axes must hold two Axes"):
+        plot_deletion_insertion(table, axes=[deletion_ax])
