@@ -463,7 +463,7 @@ def test_plot_draws_the_mean_curves_of_tables_and_reports(wsol):
     with pytest.raises(ValueError, match="faithfulness=True"):
         plot_deletion_insertion(plain)
     with pytest.raises(
-        ValueError, match=r"results\['x'\] must be a table from deletion_insertion"
+        ValueError, match=r"results\['x'\] must be a table"
     ):
         plot_deletion_insertion({"x": table[["image", "deletion_auc"]]})
     with pytest.raises(ValueError, match="axes must hold two Axes"):
