@@ -22,16 +22,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn_caf_torch.pretrained import (
-    EFFICIENTNET_LITE0_LAYER,
-    efficientnet_lite0,
-    preprocess_efficientnet_lite,
-)
 
 from sklearn_caf import GradCAMExplainer, L2CAFExplainer
 from sklearn_caf.datasets import load_sample_photos
 from sklearn_caf.evaluation import deletion_insertion
 from sklearn_caf.plotting import display_image, overlay_heatmap, plot_deletion_insertion
+from sklearn_caf_torch.pretrained import (
+    EFFICIENTNET_LITE0_LAYER,
+    efficientnet_lite0,
+    preprocess_efficientnet_lite,
+)
 
 torch.set_num_threads(2)
 names, photos = load_sample_photos()
@@ -100,7 +100,7 @@ plt.show()
 # The first photo, with the map of each method and its two AUCs.
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), layout="constrained")
 picture = display_image(X[0])
-for ax, (name, e) in zip(axes, explainers.items()):
+for ax, (name, e) in zip(axes, explainers.items(), strict=True):
     heatmap = e.fit(X[:1]).transform(X[:1])[0]
     row = tables[name].iloc[0]
     ax.imshow(overlay_heatmap(picture, heatmap))
