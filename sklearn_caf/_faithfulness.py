@@ -398,6 +398,8 @@ def deletion_insertion(
     bound_for_check = getattr(explainer, "bound_", None)
     X = check_images(X, bound_for_check)
     explainer = _fitted(explainer, X)
+    if hasattr(explainer, "_check_fitted_images"):  # the layout and channels seen in fit
+        X = explainer._check_fitted_images(X)
     bound = _bound_model(explainer)
     if batch_size is None:
         batch_size = int(getattr(explainer, "batch_size", None) or 32)

@@ -462,9 +462,38 @@ def test_plot_draws_the_mean_curves_of_tables_and_reports(wsol):
     plain = evaluate_localization(explainers, data, batch_size=6, progress=False)
     with pytest.raises(ValueError, match="faithfulness=True"):
         plot_deletion_insertion(plain)
-    with pytest.raises(
-        ValueError, match=r"results\['x'\] must be a table"
-    ):
+    with pytest.raises(ValueError, match=r"results\['x'\] must be a table"):
         plot_deletion_insertion({"x": table[["image", "deletion_auc"]]})
     with pytest.raises(ValueError, match="axes must hold two Axes"):
         plot_deletion_insertion(table, axes=[deletion_ax])
+
+
+# -- sklearn-caf evaluate --faithfulness -----------------------------------------------------
+def test_the_command_line_adds_faithfulness(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    PIL_Image = pytest.importorskip("PIL.Image")
+    from test_evaluate_cli import _args, wsol_dir
+
+    from sklearn_caf.cli import main
+    from sklearn_caf.evaluation import load_report
+
+    root = wsol_dir.__wrapped__(tmp_path, monkeypatch)
+    out = root / "run"
+    args = _args(root, out, "--methods", "gradcam", "--examples", "0", "--quiet")
+    assert main([*args, "--faithfulness", "4"]) == 0
+    report = load_report(out)
+    assert report.config["faithfulness"]["n_steps"] == 4
+    assert report.summary["deletion_auc"].notna().all()
+    assert PIL_Image.open(out / "deletion_insertion.png").size == (1000, 400)
+    capsys.readouterr()
+    assert main([*args, "--faithfulness", "5"]) == 2  # a changed option is refused
+    assert "faithfulness.n_steps" in capsys.readouterr().err
+    assert main([*args, "--task", "retrieval", "--faithfulness", "4"]) == 2
+    assert "needs --task classification" in capsys.readouterr().err
+
+
+def test_images_in_another_layout_than_fit_are_refused():
+    net = tiny_cnn(n_classes=3)
+    explainer = GradCAMExplainer(model=net, layer="relu2").fit(images(1, 8))
+    with pytest.raises(ValueError, match="X must have the layout seen in fit"):
+        deletion_insertion(explainer, images(2, 8).transpose(0, 2, 3, 1))
