@@ -3,7 +3,8 @@
 Reads a dataset (wsolevaluation metadata, CUB-200-2011 or Pascal VOC XML), explains it with
 the chosen methods through :func:`sklearn_caf.evaluation.evaluate_localization` (resumable in
 ``--out``, on a Dask cluster with ``--scheduler``), prints the summary and writes
-``summary.csv``, ``per_image.parquet``, ``curves.png`` and ``contact_sheet.png``.
+``summary.csv``, ``per_image.parquet``, ``curves.png`` and ``contact_sheet.png`` (and, with
+``--faithfulness``, ``deletion_insertion.png``).
 
 Every error that can be foreseen is checked before anything is computed and reported as one
 line with exit status 2. Nothing heavy is imported until the command runs; torch only when the
@@ -91,6 +92,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
     parser.add_argument("--examples", type=int, default=4, metavar="K",
                         help="worst and best images per method in the sheet; 0: none")  # fmt: skip
+    parser.add_argument("--faithfulness", type=positive_int, default=None, metavar="STEPS",
+                        help="also score each top-1 map by deletion and insertion (RISE) in "
+                        "STEPS steps; writes deletion_insertion.png")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     parser.set_defaults(handler=run)
     return parser
@@ -228,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args) -> int:
     if not 0 <= args.box_threshold <= 1:
         raise CommandError(f"--box-threshold must be in [0, 1]; got {args.box_threshold}")
+    if args.faithfulness is not None and args.task != "classification":
+        raise CommandError(
+            "--faithfulness follows a class's probability; it needs --task classification"
+        )
     if args.n_jobs is not None and args.n_jobs == 0:
         raise CommandError("--n-jobs must not be 0 (1 is serial, -1 every core)")
     if args.examples < 0:
@@ -285,6 +293,7 @@ def _evaluate(explainers, dataset, args, out, client):
         "out": out,
         "n_jobs": args.n_jobs,
         "progress": not args.quiet,
+        "faithfulness": (False if args.faithfulness is None else {"n_steps": args.faithfulness}),
     }
     if client is None:
         return evaluate_localization(explainers, dataset, **kwargs)
@@ -308,6 +317,12 @@ def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
     fig = plot_threshold_curves(report)
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)
+    if "deletion_curve" in report.per_image.columns:
+        from .plotting import plot_deletion_insertion
+
+        fig = plot_deletion_insertion(report)
+        fig.savefig(out / "deletion_insertion.png", dpi=100)
+        plt.close(fig)
     if args.examples:
         from PIL import Image
 

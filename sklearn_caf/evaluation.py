@@ -51,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LocalizationReport", "evaluate_localization", "load_report"]
+from ._faithfulness import deletion_insertion
+
+__all__ = ["LocalizationReport", "deletion_insertion", "evaluate_localization", "load_report"]
 
 #: A box is correct when its IoU with a ground-truth box reaches this (all the papers).
 IOU_THRESHOLD = 0.5
@@ -78,6 +80,9 @@ RETRIEVAL_SUMMARY = (
     "max_box_acc",
     "max_box_acc_v2",
 )
+#: Summary columns added by ``faithfulness=True``: means over the top-1 rows.
+FAITHFULNESS_SUMMARY = ("deletion_auc", "insertion_auc")
+_FAITHFULNESS_KEYS = ("n_steps", "baseline", "blur_sigma", "batch_size")
 
 _MANIFEST = "manifest.json"
 _PART_PREFIX = "part-"
@@ -129,13 +134,17 @@ class LocalizationReport:
         ``retrieval_correct``, ``retrieval_loc`` (retrieval), and ``gt_known_loc``;
         ``iou_curve_v1`` and ``iou_curve_v2``, arrays of the IoU at each of ``thresholds``
         of the largest component's box and of the best component's box; for retrieval,
-        ``embedding`` (the model's output, float32).
+        ``embedding`` (the model's output, float32). With ``faithfulness``:
+        ``deletion_auc`` and ``insertion_auc`` and the curves ``deletion_curve`` and
+        ``insertion_curve`` (see :func:`deletion_insertion`), on the rows of the top-1
+        predicted class's map (``explains_top1``); NaN and null on the other rows.
     summary : pandas.DataFrame
         One row per method (the index), computed from ``per_image`` alone. Classification:
         ``top1_acc, top5_acc, top1_loc, top5_loc, gt_known_loc, max_box_acc,
         max_box_acc_v2, best_threshold``; retrieval: ``recall_at_1, nmi, retrieval_loc,
-        gt_known_loc, max_box_acc, max_box_acc_v2``. See :mod:`sklearn_caf.evaluation` for
-        the definitions.
+        gt_known_loc, max_box_acc, max_box_acc_v2``. With ``faithfulness``, also
+        ``deletion_auc`` and ``insertion_auc``, the means over the top-1 rows. See
+        :mod:`sklearn_caf.evaluation` for the definitions.
     config : dict
         The run's configuration, as stored in the manifest.
     thresholds : ndarray
@@ -348,8 +357,60 @@ def _explainer_config(explainer: Any, models: dict) -> dict:
     }
 
 
-def _run_config(explainers, dataset, n_images, task, box_threshold, thresholds, batch_size):
+def _check_faithfulness(faithfulness: Any, task: str) -> dict | None:
+    """``None`` (off) or the options of :func:`deletion_insertion`, defaults filled in."""
+    from ._faithfulness import (
+        DEFAULT_BLUR_SIGMA,
+        DEFAULT_N_STEPS,
+        check_faithfulness_options,
+    )
+
+    if faithfulness is False or faithfulness is None:
+        return None
+    if faithfulness is True:
+        options: dict = {}
+    elif isinstance(faithfulness, Mapping):
+        options = dict(faithfulness)
+        unknown = sorted(set(map(str, options)) - set(_FAITHFULNESS_KEYS))
+        if unknown:
+            raise ValueError(
+                f"faithfulness got unknown options {unknown}; it takes True or a dict of "
+                f"{', '.join(_FAITHFULNESS_KEYS)}."
+            )
+    else:
+        raise ValueError(
+            "faithfulness must be True, False or a dict of deletion_insertion's options "
+            f"({', '.join(_FAITHFULNESS_KEYS)}); got {faithfulness!r}."
+        )
+    if task != "classification":
+        raise ValueError(
+            "faithfulness (deletion/insertion) follows the probability of a class; it needs "
+            "task='classification', not a retrieval network's embedding."
+        )
+    n_steps, baseline, blur_sigma, batch_size = check_faithfulness_options(
+        options.get("n_steps", DEFAULT_N_STEPS),
+        options.get("baseline", 0.0),
+        options.get("blur_sigma", DEFAULT_BLUR_SIGMA),
+        options.get("batch_size"),
+    )
+    return {
+        "n_steps": n_steps,
+        "baseline": baseline,
+        "blur_sigma": blur_sigma,
+        "batch_size": batch_size,
+    }
+
+
+def _run_config(
+    explainers, dataset, n_images, task, box_threshold, thresholds, batch_size, faithfulness=None
+):
     models: dict = {}
+    # batch_size of the faithfulness passes changes the rows only by rounding: not recorded.
+    faith = (
+        None
+        if faithfulness is None
+        else {k: _jsonable(v) for k, v in faithfulness.items() if k != "batch_size"}
+    )
     return {
         "format": _FORMAT_VERSION,
         "task": task,
@@ -361,6 +422,7 @@ def _run_config(explainers, dataset, n_images, task, box_threshold, thresholds, 
         "dataset": {"class": type(dataset).__qualname__, "fingerprint": dataset.fingerprint()},
         "methods": list(explainers),
         "explainers": {name: _explainer_config(e, models) for name, e in explainers.items()},
+        "faithfulness": faith,
     }
 
 
@@ -441,7 +503,46 @@ def _prediction_order(outputs: np.ndarray) -> np.ndarray:
     return np.argsort(-outputs, axis=1, kind="stable")
 
 
-def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresholds):
+def _faithfulness_rows(explainer, images, pos, cls, top1, heatmaps, explains_top1, options):
+    """Deletion/insertion AUCs and curves of the top-1 rows; NaN and None elsewhere."""
+    from ._faithfulness import _trapezoid, faithfulness_curves
+
+    n_rows = len(pos)
+    del_auc = np.full(n_rows, np.nan)
+    ins_auc = np.full(n_rows, np.nan)
+    del_curves: list = [None] * n_rows
+    ins_curves: list = [None] * n_rows
+    rows = np.flatnonzero(explains_top1)
+    if rows.size:
+        # A map of the whole output (class -1) follows the top-1 predicted class.
+        targets = np.where(cls[rows] == -1, top1[rows], cls[rows])
+        batch_size = options["batch_size"] or explainer.batch_size
+        deletion, insertion, fractions = faithfulness_curves(
+            explainer.bound_,
+            images[pos[rows]],
+            heatmaps[rows],
+            targets,
+            n_steps=options["n_steps"],
+            baseline=options["baseline"],
+            blur_sigma=options["blur_sigma"],
+            batch_size=batch_size,
+        )
+        del_auc[rows] = _trapezoid(deletion, fractions)
+        ins_auc[rows] = _trapezoid(insertion, fractions)
+        for k, row in enumerate(rows):
+            del_curves[row] = deletion[k]
+            ins_curves[row] = insertion[k]
+    return {
+        "deletion_auc": del_auc.tolist(),
+        "insertion_auc": ins_auc.tolist(),
+        "deletion_curve": del_curves,
+        "insertion_curve": ins_curves,
+    }
+
+
+def _chunk_rows(
+    explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness=None
+):
     """The per-image rows of one chunk, as a dict of columns (the heatmaps die here).
 
     ``local`` are the chunk's positions in ``dataset`` (a subset of one chunk, or the whole
@@ -493,7 +594,6 @@ def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresh
         boxes, _ = heatmaps_to_boxes(heatmaps, box_threshold)
         iou = best_iou(boxes, row_boxes)
         curves_v1, curves_v2 = _both_iou_curves(heatmaps, row_boxes, thresholds)
-        del heatmaps
         loc = iou >= IOU_THRESHOLD
         true = labels[pos]
         predicted = _prediction_order(outputs)
@@ -501,6 +601,14 @@ def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresh
         whole = cls == -1
         explains_top1 = whole | (cls == top1)
         explains_true = whole | (cls == true)
+        faith = (
+            None
+            if faithfulness is None
+            else _faithfulness_rows(
+                explainer, images, pos, cls, top1, heatmaps, explains_top1, faithfulness
+            )
+        )
+        del heatmaps
         add(
             image_index=[int(indices[p]) for p in pos],
             image_id=[ids[p] for p in pos],
@@ -543,6 +651,8 @@ def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresh
             iou_curve_v1=list(curves_v1),
             iou_curve_v2=list(curves_v2),
         )
+        if faith is not None:
+            add(**faith)
         if task == "retrieval":
             add(embedding=[outputs[p].astype(np.float32) for p in pos])
     # Image by image, the methods in the order given within an image.
@@ -550,10 +660,14 @@ def _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresh
     return {key: [values[k] for k in order] for key, values in columns.items()}
 
 
-def _evaluate_chunk(chunk, explainers, dataset, local, indices, task, box_threshold, thresholds):
+def _evaluate_chunk(
+    chunk, explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness=None
+):
     """A worker's task: ``(chunk, table)`` with the chunk's rows as a pyarrow Table."""
     pa, _ = _parquet()
-    columns = _chunk_rows(explainers, dataset, local, indices, task, box_threshold, thresholds)
+    columns = _chunk_rows(
+        explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness
+    )
     return chunk, pa.table(_arrow_columns(pa, columns)), len(indices)
 
 
@@ -564,6 +678,13 @@ def _arrow_columns(pa, columns: dict) -> dict:
             out[key] = pa.array(
                 [np.asarray(v, dtype=np.float64) for v in values], type=pa.list_(pa.float64())
             )
+        elif key in ("deletion_curve", "insertion_curve"):
+            out[key] = pa.array(
+                [None if v is None else np.asarray(v, dtype=np.float64) for v in values],
+                type=pa.list_(pa.float64()),
+            )
+        elif key in FAITHFULNESS_SUMMARY:
+            out[key] = pa.array(values, type=pa.float64())
         elif key == "embedding":
             out[key] = pa.array(values, type=pa.list_(pa.float32()))
         elif key == "pred_top5":
@@ -613,12 +734,17 @@ def _add_retrieval_columns(per_image):
     return per_image
 
 
+def _summary_names(task: str, faithfulness: bool) -> list:
+    names = list(CLASSIFICATION_SUMMARY if task == "classification" else RETRIEVAL_SUMMARY)
+    return names + list(FAITHFULNESS_SUMMARY) if faithfulness else names
+
+
 def summarize(per_image, task: str, thresholds: np.ndarray, methods=None):
     """The summary table of a ``per_image`` table (see :class:`LocalizationReport`)."""
     from .metrics import max_box_accuracy_from_curves
 
     pd = _pandas()
-    names = list(CLASSIFICATION_SUMMARY if task == "classification" else RETRIEVAL_SUMMARY)
+    names = _summary_names(task, "deletion_auc" in per_image.columns)
     methods = list(dict.fromkeys(per_image["method"])) if methods is None else list(methods)
     rows = {}
     for method in methods:
@@ -663,6 +789,11 @@ def summarize(per_image, task: str, thresholds: np.ndarray, methods=None):
                 else float("nan"),
                 retrieval_loc=per["retrieval_loc"].any().mean(),
             )
+        if "deletion_auc" in rows_m.columns:
+            # Only the top-1 rows have the AUCs (NaN elsewhere): one value per image.
+            top1_rows = rows_m[rows_m["explains_top1"].to_numpy()]
+            for name in FAITHFULNESS_SUMMARY:
+                values[name] = top1_rows[name].to_numpy(dtype=np.float64).mean()
         rows[method] = {k: float(values[k]) for k in names}
     summary = pd.DataFrame.from_dict(rows, orient="index", columns=names, dtype=float)
     summary.index.name = "method"
@@ -689,7 +820,7 @@ def _report(tables: list, config: dict, out: Path | None):
         summarize(per_image, task, thresholds, config["methods"])
         if len(per_image)
         else _pandas().DataFrame(
-            columns=list(CLASSIFICATION_SUMMARY if task == "classification" else RETRIEVAL_SUMMARY)
+            columns=_summary_names(task, config.get("faithfulness") is not None)
         )
     )
     return LocalizationReport(
@@ -736,6 +867,7 @@ def evaluate_localization(
     out: str | os.PathLike | None = None,
     n_jobs: int | None = None,
     progress: bool = True,
+    faithfulness: bool | Mapping[str, Any] = False,
 ) -> LocalizationReport:
     """Explain every image of a dataset with each method and score how well the maps localize.
 
@@ -779,6 +911,14 @@ def evaluate_localization(
         :func:`joblib.parallel_backend` context (``"dask"`` runs them on a Dask cluster).
     progress : bool, default=True
         Show a progress bar (when tqdm is installed).
+    faithfulness : bool or dict, default=False
+        Also score each top-1 map by deletion and insertion (:func:`deletion_insertion`;
+        classification only): the columns ``deletion_auc``, ``insertion_auc``,
+        ``deletion_curve`` and ``insertion_curve`` in ``per_image`` and the mean AUCs in
+        ``summary``. A dict sets :func:`deletion_insertion`'s options ``n_steps``,
+        ``baseline``, ``blur_sigma`` and ``batch_size`` (``None``: the explainer's). Each
+        top-1 map costs ``2 * (n_steps + 1)`` forward passes. The options are part of the
+        run's configuration: a run is resumed only with the same ones.
 
     Returns
     -------
@@ -830,12 +970,20 @@ def evaluate_localization(
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral)):
         raise ValueError(f"n_jobs must be an integer or None; got {n_jobs!r}.")
+    faithfulness = _check_faithfulness(faithfulness, task)
     _pandas()
     _parquet()
 
     explainers = _fit_explainers(explainers, dataset, task)
     config = _run_config(
-        explainers, dataset, n_images, task, box_threshold, thresholds, int(batch_size)
+        explainers,
+        dataset,
+        n_images,
+        task,
+        box_threshold,
+        thresholds,
+        int(batch_size),
+        faithfulness,
     )
     out_dir = None if out is None else _prepare_out(out, config)
     finished = _finished_chunks(out_dir) if out_dir is not None else {}
@@ -851,7 +999,13 @@ def evaluate_localization(
     try:
         results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             joblib.delayed(_evaluate_chunk)(
-                c, explainers, *_chunk_data(dataset, idx), task, float(box_threshold), thresholds
+                c,
+                explainers,
+                *_chunk_data(dataset, idx),
+                task,
+                float(box_threshold),
+                thresholds,
+                faithfulness,
             )
             for c, idx in pending
         )

@@ -751,3 +751,101 @@ def plot_model_randomization(
             axes[row, 0].set_ylabel(label, fontsize="small")
             row += 1
     return fig
+
+
+def _faithfulness_tables(results) -> dict:
+    """Method name -> rows holding the curves, from any of plot_deletion_insertion's inputs."""
+    per_image = getattr(results, "per_image", None)
+    if per_image is not None:  # a LocalizationReport
+        if "deletion_curve" not in per_image.columns:
+            raise ValueError(
+                "results is a LocalizationReport without deletion/insertion curves; run "
+                "evaluate_localization with faithfulness=True."
+            )
+        rows = per_image[per_image["explains_top1"].to_numpy()]
+        return {m: rows[rows["method"] == m] for m in results.summary.index}
+    if hasattr(results, "columns"):
+        results = {"": results}
+    if not isinstance(results, dict) or not results:
+        raise ValueError(
+            "results must be a table from deletion_insertion, a dict of method name to such "
+            f"tables, or a LocalizationReport; got {type(results).__name__}."
+        )
+    for name, table in results.items():
+        missing = {"deletion_curve", "insertion_curve"} - set(getattr(table, "columns", ()))
+        if missing:
+            raise ValueError(
+                f"results[{name!r}] must be a table from deletion_insertion; it lacks the "
+                f"columns {sorted(missing)}."
+            )
+    return dict(results)
+
+
+def plot_deletion_insertion(results, *, axes=None):
+    """Deletion and insertion curves (RISE), the mean over images of each method.
+
+    The left panel is the probability of the explained class as the most salient pixels
+    are deleted, the right one as they are inserted into the blurred image; each legend
+    entry gives the method's mean AUC (lower is better for deletion, higher for insertion).
+
+    Parameters
+    ----------
+    results : DataFrame, dict of str to DataFrame, or LocalizationReport
+        A table from :func:`~sklearn_caf.evaluation.deletion_insertion`, several of them
+        by method name, or a report of
+        :func:`~sklearn_caf.evaluation.evaluate_localization` run with
+        ``faithfulness=True`` (its top-1 rows).
+    axes : sequence of two matplotlib Axes, default=None
+        Where to draw (deletion, insertion); ``None`` makes a new figure with two panels.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from sklearn_caf.plotting import plot_deletion_insertion
+    >>> curves = [np.array([0.9, 0.4, 0.1]), np.array([0.8, 0.2, 0.1])]
+    >>> table = pd.DataFrame({"deletion_auc": [0.45, 0.33], "insertion_auc": [0.6, 0.7],
+    ...                       "deletion_curve": curves, "insertion_curve": curves[::-1]})
+    >>> fig = plot_deletion_insertion({"gradcam": table})
+    >>> [ax.get_title() for ax in fig.axes]
+    ['Deletion (lower AUC is better)', 'Insertion (higher AUC is better)']
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            'plot_deletion_insertion needs matplotlib: pip install "sklearn-caf[eval]".'
+        ) from exc
+    tables = _faithfulness_tables(results)
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    else:
+        if len(axes) != 2:
+            raise ValueError(f"axes must hold two Axes (deletion, insertion); got {len(axes)}.")
+        fig = axes[0].figure
+    for name, table in tables.items():
+        if len(table) == 0:
+            continue
+        for ax, kind in ((axes[0], "deletion"), (axes[1], "insertion")):
+            curves = np.stack([np.asarray(c, dtype=np.float64) for c in table[f"{kind}_curve"]])
+            if "fraction" in table.columns:
+                x = np.asarray(table["fraction"].iloc[0], dtype=np.float64)
+            else:  # evaluation reports: equal steps, to within one pixel
+                x = np.linspace(0.0, 1.0, curves.shape[1])
+            auc = float(np.mean(table[f"{kind}_auc"].to_numpy(dtype=np.float64)))
+            label = f"{name} (AUC {auc:.3f})" if name else f"AUC {auc:.3f}"
+            ax.plot(x, curves.mean(axis=0), label=label)
+    axes[0].set_title("Deletion (lower AUC is better)")
+    axes[1].set_title("Insertion (higher AUC is better)")
+    for ax in axes:
+        ax.set_xlabel("fraction of pixels")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[0].set_ylabel("probability of the explained class")
+    return fig

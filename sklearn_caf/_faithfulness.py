@@ -1,0 +1,439 @@
+"""Deletion and insertion curves (Petsiuk et al., RISE, BMVC 2018): do the salient pixels matter?
+
+Deletion replaces the most salient pixels by a baseline, step by step, and follows the
+softmax probability of the explained class; insertion puts them, most salient first, into a
+blurred copy of the image. The perturbed images are built on the model's device from the
+image, its blurred copy and the rank of every pixel in the saliency order, and run through
+the explainer's bound model (``bound.trunk`` then ``bound.head``) in batches.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_images, check_targets
+
+__all__ = ["deletion_insertion"]
+
+#: Defaults (RISE's): 100 steps, pixels deleted to 0, inserted into a blur of sigma 5 px.
+DEFAULT_N_STEPS = 100
+DEFAULT_BLUR_SIGMA = 5.0
+# Ranks are compared as float32 on the device: exact for up to 2**24 pixels per image.
+_MAX_PIXELS = 2**24
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    # Written out: np.trapezoid is NumPy >= 2 only, np.trapz gone from NumPy 2.
+    y = np.asarray(y, dtype=np.float64)
+    return np.sum(np.diff(x) * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)
+
+
+def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
+    return tuple(ax for ax in range(1, ndim) if ax != channel_axis % ndim)
+
+
+def pixel_counts(n_pixels: int, n_steps: int) -> np.ndarray:
+    """How many pixels are moved at each of the ``n_steps + 1`` steps.
+
+    Step ``k`` moves the ``floor(k * n_pixels / n_steps)`` most salient pixels, so the
+    first step is the untouched image and the last one moves every pixel.
+    """
+    return (np.arange(n_steps + 1, dtype=np.int64) * n_pixels) // n_steps
+
+
+def check_faithfulness_options(
+    n_steps: Any, baseline: Any, blur_sigma: Any, batch_size: Any
+) -> tuple[int, Any, float, int | None]:
+    """The options checked, each error naming its parameter."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, Integral) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer; got {n_steps!r}.")
+    if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, Real):
+        raise ValueError(f"blur_sigma must be a number >= 0 (pixels); got {blur_sigma!r}.")
+    if not np.isfinite(blur_sigma) or blur_sigma < 0:
+        raise ValueError(f"blur_sigma must be a number >= 0 (pixels); got {blur_sigma!r}.")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
+    if isinstance(baseline, bool):
+        raise ValueError(f"baseline must be a number or an array of numbers; got {baseline!r}.")
+    try:
+        values = np.asarray(baseline, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"baseline must be a number or an array of numbers; got {baseline!r}."
+        ) from exc
+    if not np.isfinite(values).all():
+        raise ValueError("baseline must be finite.")
+    return (
+        int(n_steps),
+        (float(values) if values.ndim == 0 else values),
+        float(blur_sigma),
+        (None if batch_size is None else int(batch_size)),
+    )
+
+
+def _check_baseline(baseline: Any, image_shape: tuple) -> np.ndarray:
+    try:
+        return np.ascontiguousarray(
+            np.broadcast_to(np.asarray(baseline, dtype=np.float32), image_shape)
+        )
+    except ValueError:
+        raise ValueError(
+            f"baseline must be a number or an array that broadcasts to one image's shape "
+            f"{image_shape} (e.g. one value per channel); got shape {np.shape(baseline)}."
+        ) from None
+
+
+def blur_images(X: np.ndarray, sigma: float, channel_axis: int) -> np.ndarray:
+    """A Gaussian blur of each image and channel over the spatial axes only.
+
+    Edges are extended by their nearest pixel, so that a blurred image does not darken at
+    its border (a zero-padded convolution would add an edge the model can see).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if sigma == 0:
+        return X.copy()
+    spatial = _spatial_axes(X.ndim, channel_axis)
+    sigmas = [sigma if ax in spatial else 0.0 for ax in range(X.ndim)]
+    return gaussian_filter(X, sigma=sigmas, mode="nearest").astype(np.float32, copy=False)
+
+
+def saliency_ranks(heatmaps: np.ndarray) -> np.ndarray:
+    """Each pixel's position in the deletion order: 0 is the most salient pixel.
+
+    Ties go to the pixel that comes first in row-major (C) order over the spatial axes, so
+    the order does not depend on the sort algorithm; a constant map deletes in raster order.
+    """
+    n = heatmaps.shape[0]
+    flat = heatmaps.reshape(n, -1).astype(np.float64)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None, :], axis=1)
+    return ranks.reshape(heatmaps.shape)
+
+
+def _softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z_t = z[np.arange(len(z)), targets]
+    return 1.0 / np.exp(z - z_t[:, None]).sum(axis=1)
+
+
+def model_outputs(bound: Any, X: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's (selected) output on ``X``, batch by batch, as NumPy."""
+    parts = []
+    with bound:
+        for start in range(0, len(X), batch_size):
+            a, context = bound.trunk(bound.asarray(X[start : start + batch_size]))
+            parts.append(bound.to_numpy(bound.head(a, context)))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _warn_if_probabilities(outputs: np.ndarray) -> None:
+    if (
+        outputs.shape[1] > 1
+        and (outputs >= 0).all()
+        and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4)
+    ):
+        warnings.warn(
+            "the model's outputs are non-negative and sum to 1 for every image: they look like "
+            "probabilities, and deletion/insertion take a softmax of them. Explain the logits "
+            "(the layer before the softmax; output= selects a model output).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def faithfulness_curves(
+    bound: Any,
+    X: np.ndarray,
+    heatmaps: np.ndarray,
+    targets: np.ndarray,
+    *,
+    n_steps: int,
+    baseline: Any,
+    blur_sigma: float,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(deletion, insertion, fractions)``: the two curves of every image, (n, n_steps + 1).
+
+    ``X`` is in the model's layout, ``heatmaps`` (n, *spatial) at its resolution, ``targets``
+    one class per image. Images are taken ``batch_size`` at a time; each one's perturbed
+    copies are made on the device and run ``batch_size`` at a time.
+    """
+    n = X.shape[0]
+    channel = bound.input_channel_axis % X.ndim
+    spatial = _spatial_axes(X.ndim, channel)
+    spatial_shape = tuple(X.shape[ax] for ax in spatial)
+    if tuple(heatmaps.shape) != (n, *spatial_shape):
+        raise ValueError(
+            f"the explainer's heatmaps have shape {tuple(heatmaps.shape)}; expected one map "
+            f"per image at the input's resolution, {(n, *spatial_shape)}."
+        )
+    n_pixels = int(np.prod(spatial_shape))
+    if n_pixels > _MAX_PIXELS:
+        raise ValueError(f"images of more than {_MAX_PIXELS} pixels are not supported.")
+    if n_steps > n_pixels:
+        raise ValueError(
+            f"n_steps={n_steps} is more than the {n_pixels} pixels of an image; each step must "
+            "move at least one pixel."
+        )
+    base = _check_baseline(baseline, X.shape[1:])
+    counts = pixel_counts(n_pixels, n_steps)
+    fractions = counts / n_pixels
+    counts = counts.astype(np.float32)
+    ranks = np.expand_dims(saliency_ranks(heatmaps), channel).astype(np.float32)
+    n_points = n_steps + 1
+    deletion = np.empty((n, n_points))
+    insertion = np.empty((n, n_points))
+    with bound:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            m = stop - start
+            x = X[start:stop]
+            # Every perturbed image is start * (1 - mask) + end * mask, with start and end rows
+            # of one stacked tensor: the images, their blurred copies, and the baseline.
+            sources = bound.asarray(
+                np.concatenate([x, blur_images(x, blur_sigma, channel), base[None]])
+            )
+            rank_t = bound.asarray(ranks[start:stop])
+            image = np.repeat(np.arange(m), 2 * n_points)
+            step = np.tile(np.arange(n_points), 2 * m)
+            is_deletion = np.tile(np.repeat([True, False], n_points), m)
+            # Deletion goes from the image to the baseline, insertion from the blur to the image.
+            first = np.where(is_deletion, image, m + image)
+            last = np.where(is_deletion, 2 * m, image)
+            scores = np.empty(len(image))
+            for lo in range(0, len(image), batch_size):
+                rows = slice(lo, lo + batch_size)
+                r = bound.take(rank_t, image[rows])
+                shape = (-1,) + (1,) * (X.ndim - 1)
+                t = bound.asarray(counts[step[rows]].reshape(shape))
+                # 1 where rank < count, else 0, from the protocol's relu alone: ranks and
+                # counts are integers (exact in float32), so t - r >= 1 or t - r <= 0.
+                mask = bound.relu(t - r) - bound.relu(t - r - 1.0)
+                batch = (
+                    bound.take(sources, first[rows]) * (1.0 - mask)
+                    + bound.take(sources, last[rows]) * mask
+                )
+                a, context = bound.trunk(batch)
+                logits = bound.to_numpy(bound.head(a, context))
+                scores[rows] = _softmax_at(logits, targets[start + image[rows]])
+            scores = scores.reshape(m, 2, n_points)
+            deletion[start:stop] = scores[:, 0]
+            insertion[start:stop] = scores[:, 1]
+    return deletion, insertion, fractions
+
+
+def _bound_model(explainer: Any) -> Any:
+    """The explainer's bound model, or the whole of its ``model`` bound at the input."""
+    from .backend import get_backend
+
+    bound = getattr(explainer, "bound_", None)
+    if bound is not None:
+        return bound
+    model = getattr(explainer, "model", None)
+    if model is None:
+        raise TypeError(
+            f"explainer must have a model (the network it explains); {type(explainer).__name__} "
+            "has no attribute model or it is None."
+        )
+    backend = get_backend(model, getattr(explainer, "backend", None))
+    return backend.bind(
+        model,
+        layer=None,
+        output=getattr(explainer, "output", None),
+        device=getattr(explainer, "device", "auto"),
+    )
+
+
+def _fitted(explainer: Any, X: np.ndarray) -> Any:
+    """``explainer`` if fitted, else a fitted clone (the object passed is never changed)."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._model_estimator import ModelEstimator
+
+    if isinstance(explainer, ModelEstimator):
+        if hasattr(explainer, "bound_"):
+            return explainer
+    else:
+        try:
+            check_is_fitted(explainer)
+            return explainer
+        except NotFittedError:
+            pass
+        except TypeError:  # not an estimator: used as is
+            return explainer
+    if not hasattr(explainer, "fit"):
+        return explainer
+    return clone(explainer).fit(X)
+
+
+def _heatmaps(explainer: Any, X: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    from ._base import BaseExplainer
+
+    if isinstance(explainer, BaseExplainer):
+        per_class = explainer._uses_targets()
+        return explainer.explain(X, targets=targets if per_class else None).heatmaps[:, 0]
+    if not hasattr(explainer, "transform"):
+        raise TypeError(
+            f"explainer must have transform(X) giving heatmaps (or be an explainer of "
+            f"sklearn_caf); {type(explainer).__name__} has none."
+        )
+    maps = np.asarray(explainer.transform(X), dtype=np.float64)
+    if maps.ndim == X.ndim and maps.shape[1] == 1:  # (n, 1, *spatial): one map per image
+        maps = maps[:, 0]
+    if not np.isfinite(maps).all():
+        raise ValueError("the explainer's heatmaps contain NaN or infinite values.")
+    return maps
+
+
+def deletion_insertion(
+    explainer: Any,
+    X: Any,
+    targets: Any = None,
+    *,
+    n_steps: int = DEFAULT_N_STEPS,
+    baseline: Any = 0.0,
+    blur_sigma: float = DEFAULT_BLUR_SIGMA,
+    batch_size: int | None = None,
+):
+    """Deletion and insertion curves and their AUCs (Petsiuk et al., RISE, BMVC 2018).
+
+    For each image, the pixels are ordered by the explainer's heatmap, most salient first.
+    *Deletion* replaces them by ``baseline`` in ``n_steps`` equal steps and records the
+    softmax probability of the explained class at each of the ``n_steps + 1`` points, from
+    the untouched image to the all-baseline image. *Insertion* starts from a Gaussian blur
+    of the image and puts the original pixels back in the same order, ending at the
+    original. The AUC of each curve is the trapezoid rule over the fraction of pixels moved,
+    in [0, 1]. A faithful map makes the probability fall fast under deletion (low
+    ``deletion_auc``) and rise fast under insertion (high ``insertion_auc``). See
+    :doc:`/faithfulness`.
+
+    Parameters
+    ----------
+    explainer : explainer
+        An explainer of this library (:class:`~sklearn_caf.L2CAFExplainer`,
+        :class:`~sklearn_caf.GradCAMExplainer`), or any estimator with a ``model``
+        parameter and ``transform(X)`` returning one map per image at the input's resolution
+        (n, H, W). Fitted or not: an unfitted one is cloned and fitted on ``X`` (the object
+        passed is not changed). The model is run through the explainer's bound model
+        (its backend, ``device`` and ``output=`` selection); for other estimators the
+        ``model`` is bound at its input with their ``backend``, ``device`` and ``output``
+        attributes where they have them.
+    X : array-like of shape (n_images, ...)
+        Images in the model's layout (NCHW for PyTorch, NHWC for Keras).
+    targets : array-like of int of shape (n_images,), default=None
+        The class of each image whose probability is followed (and, for class explainers,
+        whose map orders the pixels). ``None`` takes the model's top-1 predicted class.
+        Maps of the whole output (class-oblivious L2-CAF, Grad-CAM of an embedding, or any
+        other estimator's maps) do not depend on the class: ``targets`` then only picks the
+        probability followed. The outputs are read as logits; for a retrieval network
+        (an embedding) a softmax is meaningless and so is this metric.
+    n_steps : int, default=100
+        Steps of each curve; step ``k`` moves the ``floor(k * P / n_steps)`` most salient
+        of the ``P`` pixels. RISE moves 224 pixels per step on 224x224 images (224 steps);
+        100 steps costs less than half and resolves the curves to 1% of the pixels.
+    baseline : float or array-like, default=0.0
+        What deleted pixels become (RISE: 0, the dataset mean after the usual
+        normalization): a number, or an array that broadcasts to one image in the model's
+        layout (one value per channel: shape (C, 1, 1) for NCHW, (C,) for NHWC).
+    blur_sigma : float, default=5.0
+        Standard deviation in pixels of the Gaussian blur that insertion starts from, over
+        the spatial axes of each channel (RISE: 5). Edges are extended by their nearest
+        pixel. 0 starts from the image itself (a flat curve).
+    batch_size : int, default=None
+        Images handled at once, and perturbed images per forward pass. ``None`` takes the
+        explainer's ``batch_size`` (32 when it has none). Memory holds three copies of
+        ``batch_size`` images plus one batch of perturbed images, never the ``n_steps``
+        copies of every image.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per image: ``image`` (position in ``X``), ``target`` (the class followed),
+        ``deletion_auc``, ``insertion_auc``, then the curves for plotting:
+        ``deletion_curve`` and ``insertion_curve`` (arrays of the ``n_steps + 1``
+        probabilities) and ``fraction`` (the fraction of pixels moved at each step, the
+        curves' x-axis). :func:`~sklearn_caf.plotting.plot_deletion_insertion` draws them.
+
+    Notes
+    -----
+    Pixels of equal saliency are moved in row-major order over the spatial axes (the
+    first one first), so the curves are deterministic; a constant map moves pixels in
+    raster order. A pixel is moved in all its channels at once. The perturbed images are
+    made on the model's device from the image, its blur and the rank of each pixel: only
+    one batch of them exists at a time.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_caf import GradCAMExplainer
+    >>> from sklearn_caf.evaluation import deletion_insertion
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4, 3)).eval()
+    >>> X = torch.rand(2, 3, 16, 16).numpy()
+    >>> table = deletion_insertion(GradCAMExplainer(model=net, layer="1"), X, n_steps=8)
+    >>> list(table.columns[:4])
+    ['image', 'target', 'deletion_auc', 'insertion_auc']
+    >>> table["deletion_curve"][0].shape
+    (9,)
+    """
+    from .evaluation import _pandas
+
+    pd = _pandas()
+    n_steps, baseline, blur_sigma, batch_size = check_faithfulness_options(
+        n_steps, baseline, blur_sigma, batch_size
+    )
+    bound_for_check = getattr(explainer, "bound_", None)
+    X = check_images(X, bound_for_check)
+    explainer = _fitted(explainer, X)
+    if hasattr(explainer, "_check_fitted_images"):  # the layout and channels seen in fit
+        X = explainer._check_fitted_images(X)
+    bound = _bound_model(explainer)
+    if batch_size is None:
+        batch_size = int(getattr(explainer, "batch_size", None) or 32)
+    outputs = model_outputs(bound, X, batch_size)
+    _warn_if_probabilities(outputs)
+    if targets is None:
+        targets = np.argmax(outputs, axis=1)
+    else:
+        targets = check_targets(targets, len(X), outputs.shape[1])
+        if targets.shape[1] != 1:
+            raise ValueError(
+                f"targets must hold one class per image, shape ({len(X)},); got shape "
+                f"{np.shape(targets)}."
+            )
+        targets = targets[:, 0]
+    heatmaps = _heatmaps(explainer, X, targets)
+    deletion, insertion, fractions = faithfulness_curves(
+        bound,
+        X,
+        heatmaps,
+        targets,
+        n_steps=n_steps,
+        baseline=baseline,
+        blur_sigma=blur_sigma,
+        batch_size=batch_size,
+    )
+    return pd.DataFrame(
+        {
+            "image": np.arange(len(X), dtype=np.int64),
+            "target": targets.astype(np.int64),
+            "deletion_auc": _trapezoid(deletion, fractions),
+            "insertion_auc": _trapezoid(insertion, fractions),
+            "deletion_curve": list(deletion),
+            "insertion_curve": list(insertion),
+            "fraction": [fractions] * len(X),
+        }
+    )
