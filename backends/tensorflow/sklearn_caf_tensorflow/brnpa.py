@@ -129,8 +129,20 @@ class BRNPAPooling2D(keras.layers.Layer):
         super().build(input_shape)
 
     def parts(self, inputs: Any) -> dict[str, Any]:
-        """``vectors`` (n, N, C), ``maps`` (n, N, H, W), ``feature_norms`` (n, H, W) and
-        ``indices`` (n, N), the flat positions (``row * W + column``) the parts started from."""
+        """The ranked parts of ``inputs``: vectors, maps, feature norms, starting positions.
+
+        Parameters
+        ----------
+        inputs : tensor of shape (n, H, W, C)
+            Feature maps (NHWC), non-negative (after a ReLU).
+
+        Returns
+        -------
+        parts : dict of tensors
+            ``vectors`` (n, N, C), ``maps`` (n, N, H, W), ``feature_norms`` (n, H, W) and
+            ``indices`` (n, N), the flat positions (``row * W + column``) the parts started
+            from.
+        """
         h, w, c = self._check_shape(inputs.shape)
         x = tf.convert_to_tensor(inputs)
         flat = tf.reshape(x, (-1, h * w, c))

@@ -73,7 +73,8 @@ class TorchBackend:
         model : object
             The model to split. Never modified.
         layer : str or None
-            Dotted module path, as in ``model.named_modules()`` (``"layer4"``, ``"features.28"``); ``None`` splits at the input.
+            Dotted module path, as in ``model.named_modules()`` (``"layer4"``,
+            ``"features.28"``); ``None`` splits at the input.
         output : None, int, str or callable, default=None
             Which output the head returns when the model returns several: a tuple index, a
             dict key, or a callable mapping the output to an ``(n, d)`` tensor.

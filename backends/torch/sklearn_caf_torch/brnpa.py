@@ -93,7 +93,19 @@ class BRNPAPool2d(nn.Module):
         self.return_maps = bool(return_maps)
 
     def parts(self, x: torch.Tensor) -> BRNPAOutput:
-        """Vectors, maps, feature norms and starting positions of ``x`` (n, C, H, W)."""
+        """Vectors, maps, feature norms and starting positions of ``x`` (n, C, H, W).
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, C, H, W)
+            Feature maps, non-negative (after a ReLU).
+
+        Returns
+        -------
+        parts : BRNPAOutput
+            The ranked vectors, their maps, the feature norms and the starting positions,
+            with gradients.
+        """
         if x.ndim != 4:
             raise ValueError(
                 f"BRNPAPool2d expects feature maps of shape (n, C, H, W); got {tuple(x.shape)}."
@@ -111,6 +123,20 @@ class BRNPAPool2d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pool ``x`` into the concatenated part vectors (and the maps with ``return_maps``).
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, C, H, W)
+            Feature maps, non-negative (after a ReLU).
+
+        Returns
+        -------
+        vectors : Tensor of shape (n, n_parts * C)
+            The ranked representative vectors, part 1 first, concatenated.
+        maps : Tensor of shape (n, n_parts, H, W)
+            The parts' attention maps; returned only with ``return_maps=True``.
+        """
         out = self.parts(x)
         vectors = out.vectors.reshape(out.vectors.shape[0], -1)
         return (vectors, out.maps) if self.return_maps else vectors
