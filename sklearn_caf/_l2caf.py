@@ -470,12 +470,7 @@ class L2CAFExplainer(BaseExplainer):
                 f"shape {spatial}; got an array of shape {self.init.shape}."
             )
         if self.constraint != "l2":
-            if self.solver in ("exact", "lbfgs"):
-                raise ValueError(
-                    f"solver={self.solver!r} works on the unit sphere of constraint='l2' "
-                    f"only; constraint={self.constraint!r} is optimized with Adam. Use "
-                    f"solver='adam' or 'auto'."
-                )
+            self._check_constraint_solver()
             self.solver_ = "adam"
             return
         if self.variant == "vanilla":
@@ -499,6 +494,21 @@ class L2CAFExplainer(BaseExplainer):
                 f"(relative residual {residual.max():.2g}). Use solver='adam' or 'auto'."
             )
         self.solver_ = "exact" if affine else "adam"
+
+    def _check_constraint_solver(self) -> None:
+        if self.constraint != "l2" and self.solver in ("exact", "lbfgs"):
+            raise ValueError(
+                f"solver={self.solver!r} works on the unit sphere of constraint='l2' "
+                f"only; constraint={self.constraint!r} is optimized with Adam. Use "
+                f"solver='adam' or 'auto'."
+            )
+
+    def _solver_for_constraint(self) -> str:
+        """The solver for this batch: ``solver_`` (chosen at fit), or Adam where the
+        constraint was changed with ``set_params`` after fit to one that only Adam
+        solves (the closed form and L-BFGS would return unit-norm filters)."""
+        self._check_constraint_solver()
+        return self.solver_ if self.constraint == "l2" else "adam"
 
     def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
         """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
@@ -526,6 +536,11 @@ class L2CAFExplainer(BaseExplainer):
             size = np.asarray(spatial, dtype=np.float64)
             centre = (size - 1) / 2
             if isinstance(self.init, np.ndarray):
+                if self.init.shape != (len(spatial),):
+                    raise ValueError(
+                        f"init must be the Gaussian's initial mean, an array of shape "
+                        f"({len(spatial)},); got an array of shape {self.init.shape}."
+                    )
                 mu = np.broadcast_to(self.init.astype(np.float64), (m, len(spatial)))
             elif self.init == "uniform":
                 mu = rng.uniform(0, 1, size=(m, len(spatial))) * (size - 1)
@@ -561,7 +576,8 @@ class L2CAFExplainer(BaseExplainer):
         n_iter = np.zeros(rows.size, dtype=np.int64)
         todo = np.arange(rows.size)
         dead = np.zeros(0, dtype=bool)
-        if self.solver_ == "exact":
+        solver = self._solver_for_constraint()
+        if solver == "exact":
             solved, filters_exact = self._solve_exact(bound, a, context, out, rows, targets)
             filters[solved] = filters_exact[solved]
             todo = np.flatnonzero(~solved)
@@ -582,7 +598,7 @@ class L2CAFExplainer(BaseExplainer):
                 bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
             )
             stuck[todo] = dead
-            if self.solver_ != "lbfgs":
+            if solver != "lbfgs":
                 _, step = self._solver_parts(bound, vanilla, spatial)
                 f0 = bound.asarray(f0_np)
                 result = minimize_rows(bound, problem, f0, self._schedule(), step=step)

@@ -402,6 +402,20 @@ def test_gaussian_init_array_must_be_a_mean(shape):
         ex.fit(images(1))
 
 
+def test_changing_the_constraint_after_fit_is_honoured(kit):
+    # Fitted with L2 on an affine head, the solver is the closed form; a softmax set
+    # afterwards must not be "solved" by it (that would return unit-norm filters).
+    X = images(2, 8, seed=4)
+    ex = L2CAF(kit, model=tiny_cnn(), layer="relu2").fit(X)
+    assert ex.solver_ == "exact"
+    e = quiet(ex.set_params(constraint="softmax").explain, X)
+    assert_allclose(e.maps.sum(axis=(2, 3)), 1.0, rtol=1e-5)
+    assert (e.n_iter > 0).all()
+    ex.set_params(solver="exact")
+    with pytest.raises(ValueError, match=r"solver='exact'.*constraint='softmax'"):
+        ex.explain(X)
+
+
 # -- Dead starts -----------------------------------------------------------------------------
 X_DEAD = images(3, 8, seed=5)
 
