@@ -201,9 +201,18 @@ def test_randomized_copy_torch_keeps_flags_device_and_rng():
     assert torch.equal(fresh.running_mean, torch.zeros(2))
 
 
-def test_randomized_copy_keras_keeps_trainable_flags(kit):
-    if kit.name != "tensorflow":
-        pytest.skip("Keras trainable flags")
+@pytest.fixture(scope="module")
+def keras_kit():
+    """The TensorFlow kit alone, for the Keras-only tests (skips without TensorFlow)."""
+    import conftest
+
+    conftest.import_tensorflow()
+    pytest.importorskip("sklearn_caf_tensorflow")
+    return conftest.Kit("tensorflow")
+
+
+def test_randomized_copy_keras_keeps_trainable_flags(keras_kit):
+    kit = keras_kit
     model = kit.model(tiny_cnn())
     model.get_layer("conv1").trainable = False
     backend = get_backend(model)
@@ -401,9 +410,8 @@ def test_user_model_untouched_also_on_error():
     _assert_same_state(net, state)
 
 
-def test_keras_model_untouched_and_rows(kit):
-    if kit.name != "tensorflow":
-        pytest.skip("the torch model is checked above")
+def test_keras_model_untouched_and_rows(keras_kit):
+    kit = keras_kit
     net, X = tiny_cnn(), images(2, 12)
     model = kit.model(net)
     weights = [w.copy() for w in model.get_weights()]
