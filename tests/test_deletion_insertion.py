@@ -497,3 +497,12 @@ def test_images_in_another_layout_than_fit_are_refused():
     explainer = GradCAMExplainer(model=net, layer="relu2").fit(images(1, 8))
     with pytest.raises(ValueError, match="X must have the layout seen in fit"):
         deletion_insertion(explainer, images(2, 8).transpose(0, 2, 3, 1))
+
+
+def test_top_k_does_not_change_the_result():
+    # With top_k > 1 only the top-1 map is computed and scored, exactly as with top_k=1.
+    net = tiny_cnn(n_classes=4, seed=3)
+    X = images(3, 8, seed=1)
+    one = deletion_insertion(GradCAMExplainer(model=net, layer="relu2"), X, n_steps=4)
+    three = deletion_insertion(GradCAMExplainer(model=net, layer="relu2", top_k=3), X, n_steps=4)
+    pd.testing.assert_frame_equal(one, three)
