@@ -276,6 +276,15 @@ def _fitted(explainer: Any, X: np.ndarray) -> Any:
     return clone(explainer).fit(X)
 
 
+def _n_outputs(explainer: Any, bound: Any, X: np.ndarray) -> int:
+    n_outputs = getattr(explainer, "n_outputs_", None)
+    if n_outputs is None:
+        with bound:
+            a, context = bound.trunk(bound.asarray(X[:1]))
+            n_outputs = int(bound.head(a, context).shape[1])
+    return int(n_outputs)
+
+
 def _heatmaps(explainer: Any, X: np.ndarray, targets: np.ndarray) -> np.ndarray:
     from ._base import BaseExplainer
 
@@ -403,19 +412,30 @@ def deletion_insertion(
     bound = _bound_model(explainer)
     if batch_size is None:
         batch_size = int(getattr(explainer, "batch_size", None) or 32)
-    outputs = model_outputs(bound, X, batch_size)
-    _warn_if_probabilities(outputs)
-    if targets is None:
-        targets = np.argmax(outputs, axis=1)
-    else:
-        targets = check_targets(targets, len(X), outputs.shape[1])
+    from ._base import BaseExplainer
+
+    if targets is not None:
+        targets = check_targets(targets, len(X), _n_outputs(explainer, bound, X))
         if targets.shape[1] != 1:
             raise ValueError(
                 f"targets must hold one class per image, shape ({len(X)},); got shape "
                 f"{np.shape(targets)}."
             )
         targets = targets[:, 0]
-    heatmaps = _heatmaps(explainer, X, targets)
+    if isinstance(explainer, BaseExplainer) and (
+        targets is not None or not explainer._uses_targets() or explainer.top_k == 1
+    ):
+        # One pass gives the maps and the logits: explain's first map is the top-1 class's.
+        explanation = explainer.explain(X, targets=targets if explainer._uses_targets() else None)
+        heatmaps, outputs = explanation.heatmaps[:, 0], explanation.outputs
+        if targets is None:
+            targets = np.argmax(outputs, axis=1)
+    else:  # top-1 first, then only its map (not top_k of them)
+        outputs = model_outputs(bound, X, batch_size)
+        if targets is None:
+            targets = np.argmax(outputs, axis=1)
+        heatmaps = _heatmaps(explainer, X, targets)
+    _warn_if_probabilities(outputs)
     deletion, insertion, fractions = faithfulness_curves(
         bound,
         X,

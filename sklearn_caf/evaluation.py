@@ -31,6 +31,10 @@ pixels at ``box_threshold`` or more, as in CAM):
   over the evaluated images, the query excluded), ``nmi`` (k-means on the L2-normalized
   embeddings), ``retrieval_loc``: the nearest neighbour has the query's label *and* the box is
   correct.
+- Faithfulness (``faithfulness=True``; Petsiuk et al., RISE, BMVC 2018): ``deletion_auc``
+  and ``insertion_auc`` of each top-1 map, the areas under the probability of the class as
+  its most salient pixels are deleted, or inserted into a blurred copy
+  (:func:`deletion_insertion`).
 
 A class-oblivious map (L2-CAF's Eq. 1, Grad-CAM of an embedding) explains the whole output:
 its one row serves as the map of the predicted class and of the true class.

@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pd = pytest.importorskip("pandas")
 from conftest import images, linear_head, make_explainer, tiny_cnn  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from sklearn.base import BaseEstimator  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -497,3 +499,42 @@ def test_images_in_another_layout_than_fit_are_refused():
     explainer = GradCAMExplainer(model=net, layer="relu2").fit(images(1, 8))
     with pytest.raises(ValueError, match="X must have the layout seen in fit"):
         deletion_insertion(explainer, images(2, 8).transpose(0, 2, 3, 1))
+
+
+def test_top_k_does_not_change_the_result():
+    # With top_k > 1 only the top-1 map is computed and scored, exactly as with top_k=1.
+    net = tiny_cnn(n_classes=4, seed=3)
+    X = images(3, 8, seed=1)
+    one = deletion_insertion(GradCAMExplainer(model=net, layer="relu2"), X, n_steps=4)
+    three = deletion_insertion(GradCAMExplainer(model=net, layer="relu2", top_k=3), X, n_steps=4)
+    pd.testing.assert_frame_equal(one, three)
+
+
+# -- properties ------------------------------------------------------------------------------
+@given(
+    seed=st.integers(0, 2**16),
+    size=st.tuples(st.integers(2, 6), st.integers(2, 6)),
+    n_steps=st.integers(1, 4),
+    sigma=st.floats(0.0, 2.0),
+)
+def test_properties_on_random_linear_models_and_maps(seed, size, n_steps, sigma):
+    rng = np.random.default_rng(seed)
+    net = linear_head(rng.normal(size=(3, 2)), rng.normal(size=3))
+    X = rng.normal(size=(2, 2, *size)).astype(np.float32)
+    maps = rng.integers(0, 3, size=(2, *size)).astype(np.float32)  # ties on purpose
+    kwargs = {"n_steps": n_steps, "blur_sigma": sigma}
+    table = deletion_insertion(FixedMap(model=net, maps=maps), X, **kwargs)
+    deletion = np.stack(table["deletion_curve"])
+    insertion = np.stack(table["insertion_curve"])
+    assert ((deletion >= 0) & (deletion <= 1)).all() and (
+        (insertion >= 0) & (insertion <= 1)
+    ).all()
+    # Both curves pass through the untouched image: deletion first, insertion last.
+    np.testing.assert_allclose(deletion[:, 0], insertion[:, -1], atol=1e-6)
+    # An AUC lies between the curve's extremes.
+    for auc, curves in ((table["deletion_auc"], deletion), (table["insertion_auc"], insertion)):
+        assert (auc >= curves.min(axis=1) - 1e-12).all()
+        assert (auc <= curves.max(axis=1) + 1e-12).all()
+    # Only the order of the map matters: a strictly increasing transform changes nothing.
+    warped = deletion_insertion(FixedMap(model=net, maps=maps**3 * 5 - 2), X, **kwargs)
+    pd.testing.assert_frame_equal(table, warped)
