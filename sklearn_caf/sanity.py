@@ -339,14 +339,17 @@ def model_randomization(
     labels = [(0, ORIGINAL, [])] + [
         (i + 1, name, randomized) for i, (name, randomized) in enumerate(_steps(order, cascading))
     ]
-    all_maps, all_heatmaps, rows = [ref_maps], [ref_heatmaps], []
+    # Kept only when asked for: every step's maps of every image add up on a large network.
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    if return_maps:
+        kept.append((ref_maps.astype(np.float32), ref_heatmaps.astype(np.float32)))
+    rows = []
     k = ref_heatmaps.shape[1]
     target_values = None if used_targets is None else np.asarray(used_targets).reshape(n, -1)
     for step, name, randomized in labels:
         maps, heatmaps = run(randomized)
-        if step:
-            all_maps.append(maps)
-            all_heatmaps.append(heatmaps)
+        if step and return_maps:
+            kept.append((maps.astype(np.float32), heatmaps.astype(np.float32)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for i in range(n):
@@ -372,8 +375,8 @@ def model_randomization(
     if not return_maps:
         return scores
     return scores, Bunch(
-        heatmaps=np.stack(all_heatmaps).astype(np.float32),
-        maps=np.stack(all_maps).astype(np.float32),
+        heatmaps=np.stack([h for _, h in kept]),
+        maps=np.stack([m for m, _ in kept]),
         layer=[label[1] for label in labels],
         step=np.array([label[0] for label in labels]),
         targets=target_values,
