@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._validation import check_images, check_targets
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["deletion_insertion"]
 
@@ -313,7 +316,7 @@ def deletion_insertion(
     baseline: Any = 0.0,
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     batch_size: int | None = None,
-):
+) -> pd.DataFrame:
     """Deletion and insertion curves and their AUCs (Petsiuk et al., RISE, BMVC 2018).
 
     For each image, the pixels are ordered by the explainer's heatmap, most salient first.
