@@ -199,8 +199,9 @@ def faithfulness_curves(
             stop = min(start + batch_size, n)
             m = stop - start
             x = X[start:stop]
-            # Every perturbed image is start * (1 - mask) + end * mask, with start and end rows
-            # of one stacked tensor: the images, their blurred copies, and the baseline.
+            # Every perturbed image is first * (1 - mask) + last * mask (exact for a 0/1 mask),
+            # first and last being rows of one stacked tensor: the images, their blurred
+            # copies and the baseline.
             sources = bound.asarray(
                 np.concatenate([x, blur_images(x, blur_sigma, channel), base[None]])
             )
