@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._validation import check_images, check_targets
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["deletion_insertion"]
 
@@ -196,8 +199,9 @@ def faithfulness_curves(
             stop = min(start + batch_size, n)
             m = stop - start
             x = X[start:stop]
-            # Every perturbed image is start * (1 - mask) + end * mask, with start and end rows
-            # of one stacked tensor: the images, their blurred copies, and the baseline.
+            # Every perturbed image is first * (1 - mask) + last * mask (exact for a 0/1 mask),
+            # first and last being rows of one stacked tensor: the images, their blurred
+            # copies and the baseline.
             sources = bound.asarray(
                 np.concatenate([x, blur_images(x, blur_sigma, channel), base[None]])
             )
@@ -313,7 +317,7 @@ def deletion_insertion(
     baseline: Any = 0.0,
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     batch_size: int | None = None,
-):
+) -> pd.DataFrame:
     """Deletion and insertion curves and their AUCs (Petsiuk et al., RISE, BMVC 2018).
 
     For each image, the pixels are ordered by the explainer's heatmap, most salient first.

@@ -9,6 +9,7 @@ only numpy; :func:`draw_box` and :func:`image_grid` need Pillow, and colormaps o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -781,7 +782,7 @@ def _faithfulness_tables(results) -> dict:
     return dict(results)
 
 
-def plot_deletion_insertion(results, *, axes=None):
+def plot_deletion_insertion(results: Any, *, axes: Any = None) -> Any:
     """Deletion and insertion curves (RISE), the mean over images of each method.
 
     The left panel is the probability of the explained class as the most salient pixels
