@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _sphere
 from ._adam import AdamSchedule, AdamSteps, compiled, minimize_rows
 from ._base import BaseExplainer, _spatial_axes
+from ._frames import FrameRows
 from ._lbfgs import LBFGSOptions, ValueAndGrad, minimize_rows_lbfgs
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
@@ -66,6 +67,17 @@ def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
+def _frame_residual(outputs: np.ndarray, jac: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_sphere.fit_affine`'s residual measured against how far the probes move the
+    output rather than against the output: filtering one frame of a clip moves its output
+    by a small part of its size, so a recurrent head would pass for affine otherwise."""
+    n_cells = jac.shape[2]
+    checks = _sphere.affine_probes(n_cells)[1 + n_cells :].astype(np.float64)
+    moved = np.einsum("ndp,kp->nkd", jac, checks)
+    actual = outputs[:, 1 + n_cells :].astype(np.float64) - b[:, None]
+    return _sphere.relative_residual(moved, actual)
+
+
 class _FilterLoss:
     """The per-row L2-CAF loss as a pure function of explicit tensors.
 
@@ -73,12 +85,16 @@ class _FilterLoss:
     (fast variant) or the images (vanilla), ``target`` the unfiltered outputs
     (class-oblivious) or the class weights ``1 - 2 [j == c]`` (class-specific). One object
     per explainer configuration, so that a backend compiles it once for all batches.
+
+    For clips, each row's features are its clip's ``T`` frames and ``select`` marks the
+    row's own frame: the filter multiplies that frame, the others pass unfiltered.
     """
 
-    def __init__(self, bound: Any, objective: str, vanilla: bool):
+    def __init__(self, bound: Any, objective: str, vanilla: bool, frames: FrameRows):
         self.bound, self.objective, self.vanilla = bound, objective, vanilla
+        self.frames = frames
 
-    def outputs(self, f: Any, features: Any, context: tuple) -> Any:
+    def outputs(self, f: Any, features: Any, context: tuple, select: Any = None) -> Any:
         bound = self.bound
         if self.vanilla:  # the whole network, every iteration
             a, context = bound.trunk(features)
@@ -86,10 +102,13 @@ class _FilterLoss:
             a = features
         axes = tuple(range(1, len(f.shape)))
         unit = f / bound.sqrt(bound.sum(f * f, axis=axes, keepdims=True))
+        unit = self.frames.multiplier(bound, unit, select)
         return bound.head(a * bound.expand_dims(unit, bound.channel_axis), context)
 
-    def __call__(self, f: Any, features: Any, context: tuple, target: Any) -> Any:
-        out = self.outputs(f, features, context)
+    def __call__(
+        self, f: Any, features: Any, context: tuple, target: Any, select: Any = None
+    ) -> Any:
+        out = self.outputs(f, features, context, select)
         bound = self.bound
         if self.objective == "class-oblivious":
             diff = out - target
@@ -107,22 +126,30 @@ class _FilterProblem:
     features: Any  # the layer's feature maps (fast) or the images (vanilla), one per row
     context: tuple = ()
     target: Any = None  # unfiltered outputs (class-oblivious) or class weights (specific)
+    # Clips: the rows' own frames (see FrameRows.select), and which context tensors (and,
+    # in the fast variant, the features) have T rows per problem row.
+    select: Any = None
+    frame_level: tuple = ()
 
     @property
     def args(self) -> tuple:
-        return self.features, self.context, self.target
+        if self.select is None:
+            return self.features, self.context, self.target
+        return self.features, self.context, self.target, self.select
 
     def take(self, keep: np.ndarray) -> _FilterProblem:
-        take = self.bound.take
+        take, frames = self.bound.take, self.loss_fn.frames
+        frame_rows = frames.rows(keep)
         return replace(
             self,
-            features=take(self.features, keep),
-            context=tuple(take(c, keep) for c in self.context),
+            features=take(self.features, keep if self.loss_fn.vanilla else frame_rows),
+            context=frames.take_context(self.bound, self.context, self.frame_level, keep),
             target=None if self.target is None else take(self.target, keep),
+            select=None if self.select is None else take(self.select, frame_rows),
         )
 
     def outputs(self, f: Any) -> Any:
-        return self.loss_fn.outputs(f, self.features, self.context)
+        return self.loss_fn.outputs(f, *self.args[:2], *self.args[3:])
 
     def loss(self, f: Any) -> Any:
         return self.loss_fn(f, *self.args)
@@ -200,6 +227,13 @@ class L2CAFExplainer(BaseExplainer):
     random_state : int, RandomState instance or None, default=None
         Seeds the ``"uniform"`` and ``"normal"`` initial filters.
     verbose : int, default=0
+    frame_axis : int or None, default=None
+        For clip models: the axis of ``X`` that holds the frames (``1`` for ``X`` of
+        shape ``(n_clips, T, ...)``, each frame an image in the model's layout). The
+        model runs ``layer``'s per-frame CNN on all ``n_clips * T`` frames at once, clip
+        by clip (PyTorch: ``x.flatten(0, 1)``; Keras: inside ``TimeDistributed``), and
+        fuses the frames (an LSTM, say). One map per frame: ``transform`` gives
+        ``(n_clips, T, H, W)`` (see :ref:`frames`).
 
     Attributes
     ----------
@@ -221,6 +255,8 @@ class L2CAFExplainer(BaseExplainer):
         How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
         ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
         ``"input"`` for ``layer=None``.
+    n_frames_ : int or None
+        Frames per clip seen in fit (``frame_axis`` set), else ``None``.
 
     See Also
     --------
@@ -279,6 +315,7 @@ class L2CAFExplainer(BaseExplainer):
         backend: Any = None,
         random_state: Any = None,
         verbose: int = 0,
+        frame_axis: int | None = None,
     ):
         self.model = model
         self.layer = layer
@@ -298,6 +335,7 @@ class L2CAFExplainer(BaseExplainer):
         self.backend = backend
         self.random_state = random_state
         self.verbose = verbose
+        self.frame_axis = frame_axis
 
     def _uses_targets(self) -> bool:
         return self.objective == "class-specific"
@@ -314,19 +352,51 @@ class L2CAFExplainer(BaseExplainer):
         )
 
     def _filter_problem(
-        self, bound: Any, features: Any, context: tuple = (), target: Any = None
+        self,
+        bound: Any,
+        features: Any,
+        context: tuple = (),
+        target: Any = None,
+        units: np.ndarray | None = None,
     ) -> _FilterProblem:
-        """The problem on rows of ``features`` (the images for ``variant="vanilla"``)."""
+        """The problem on rows of ``features`` (the images for ``variant="vanilla"``).
+
+        For clips, ``units`` are the rows' (clip, frame) units, ``features`` and
+        ``context`` their clips' rows (:meth:`_unit_inputs`).
+        """
         loss_fn, _ = self._solver_parts(bound, vanilla=self.variant == "vanilla")
-        return _FilterProblem(bound, loss_fn, features, tuple(context), target)
+        frames, context = loss_fn.frames, tuple(context)
+        select, flags = None, tuple(False for _ in context)
+        if frames.n_frames and units is not None:
+            select = bound.asarray(frames.select(units, len(self.filter_shape_)))
+            flags = frames.frame_level(context, len(units))
+        return _FilterProblem(bound, loss_fn, features, context, target, select, flags)
+
+    def _unit_inputs(self, bound: Any, a: Any, context: tuple, units: np.ndarray) -> tuple:
+        """Head inputs of ``units`` (one per row): their clips' feature maps and context."""
+        frames = self._frames()
+        clips = frames.clips_of(units)
+        flags = frames.frame_level(context, int(a.shape[0]) // frames.per_row)
+        features = bound.take(a, frames.rows(clips))
+        return features, frames.take_context(bound, context, flags, clips)
+
+    def _unit_head(self, bound: Any, a: Any, context: tuple, units: np.ndarray, f: Any) -> Any:
+        """The head's outputs with the raw filters ``f`` (one per unit in ``units``) on
+        each unit's own frame (on each image, for images)."""
+        frames = self._frames()
+        features, ctx = self._unit_inputs(bound, a, context, units)
+        select = frames.select(units, len(f.shape) - 1)
+        mult = frames.multiplier(bound, f, None if select is None else bound.asarray(select))
+        return bound.head(features * bound.expand_dims(mult, bound.channel_axis), ctx)
 
     def _solver_parts(self, bound: Any, vanilla: bool) -> tuple[_FilterLoss, Any]:
         """The loss and the (compiled) Adam iterations, made once per configuration and bound
         model: a backend that compiles (``tf.function``) traces them once, not per batch."""
         cache = self.__dict__.setdefault("_solver_cache", {})
-        key = (id(bound), self.objective, vanilla)
+        frames = self._frames()
+        key = (id(bound), self.objective, vanilla, frames.n_frames)
         if key not in cache:
-            loss = _FilterLoss(bound, self.objective, vanilla)
+            loss = _FilterLoss(bound, self.objective, vanilla, frames)
             cache[key] = (loss, compiled(bound, AdamSteps(bound, loss, self._schedule())))
         return cache[key]
 
@@ -334,7 +404,7 @@ class L2CAFExplainer(BaseExplainer):
         """The (compiled) loss-and-gradient of the L-BFGS solver, made once per
         configuration and bound model, like :meth:`_solver_parts`."""
         cache = self.__dict__.setdefault("_solver_cache", {})
-        key = ("lbfgs", id(bound), self.objective, vanilla)
+        key = ("lbfgs", id(bound), self.objective, vanilla, self._frames().n_frames)
         if key not in cache:
             loss, _ = self._solver_parts(bound, vanilla)
             cache[key] = compiled(bound, ValueAndGrad(bound, loss))
@@ -361,7 +431,9 @@ class L2CAFExplainer(BaseExplainer):
             self.solver_ = self.solver
             return
         outputs = self._probe(bound, a, context)
-        *_, residual = _sphere.fit_affine(outputs)
+        jac, b, residual = _sphere.fit_affine(outputs)
+        if self._frames().n_frames:
+            residual = _frame_residual(outputs, jac, b)
         affine = bool(residual.max() <= _sphere.AFFINE_RTOL)
         if self.solver == "exact" and not affine:
             raise ValueError(
@@ -372,21 +444,21 @@ class L2CAFExplainer(BaseExplainer):
         self.solver_ = "exact" if affine else "adam"
 
     def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
-        """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
+        """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`, one row per image
+        (per frame of each clip, for clips: the probe filters that frame only)."""
         n = int(a.shape[0])
         spatial = _filter_shape(bound, a)
         probes = _sphere.affine_probes(int(np.prod(spatial))).reshape(-1, *spatial)
         per_image = probes.shape[0]
-        chunk = max(1, _PROBE_BUDGET // int(np.prod(a.shape[1:])))
+        rows_per_eval = self._frames().per_row * int(np.prod(a.shape[1:]))
+        chunk = max(1, _PROBE_BUDGET // rows_per_eval)
         rows = np.repeat(np.arange(n), per_image)
         filters = np.tile(probes, (n,) + (1,) * len(spatial))
         outputs = []
         for start in range(0, rows.size, chunk):
             sel = rows[start : start + chunk]
             f = bound.asarray(filters[start : start + chunk])
-            a_rows = bound.take(a, sel)
-            ctx = tuple(bound.take(c, sel) for c in context)
-            out = bound.head(a_rows * bound.expand_dims(f, bound.channel_axis), ctx)
+            out = self._unit_head(bound, a, context, sel, f)
             outputs.append(bound.to_numpy(out))
         return np.concatenate(outputs).reshape(n, per_image, -1)
 
@@ -407,7 +479,14 @@ class L2CAFExplainer(BaseExplainer):
         return np.ones(shape, dtype=np.float32)
 
     def _explain_batch(self, bound, x, a, context, out, targets, rng):
-        n = int(a.shape[0])
+        # One problem per unit and target: a unit is an image, or a frame of a clip (its
+        # row of ``a``), with its clip's output and targets.
+        frames = self._frames()
+        n_clips, n = int(out.shape[0]), int(a.shape[0])
+        if frames.n_frames:
+            clip_of = frames.clips_of(np.arange(n))
+            out = bound.take(out, clip_of)
+            targets = None if targets is None else targets[clip_of]
         k = 1 if targets is None else targets.shape[1]
         rows = np.repeat(np.arange(n), k)
         spatial = _filter_shape(bound, a)
@@ -427,10 +506,11 @@ class L2CAFExplainer(BaseExplainer):
                 classes = targets.reshape(-1)[todo]
                 target = bound.asarray(1 - 2 * _one_hot(classes, self.n_outputs_))
             if self.variant == "vanilla":
-                problem = self._filter_problem(bound, bound.take(x, sel), (), target)
+                clips = bound.take(x, frames.clips_of(sel))
+                problem = self._filter_problem(bound, clips, (), target, sel)
             else:
-                ctx = tuple(bound.take(c, sel) for c in context)
-                problem = self._filter_problem(bound, bound.take(a, sel), ctx, target)
+                features, ctx = self._unit_inputs(bound, a, context, sel)
+                problem = self._filter_problem(bound, features, ctx, target, sel)
             vanilla = self.variant == "vanilla"
             f0_np, dead = self._live_start(
                 bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
@@ -456,6 +536,12 @@ class L2CAFExplainer(BaseExplainer):
         axes = tuple(range(1, filters.ndim))
         filters /= np.sqrt((filters.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
         self._warn_constant(filters, n_dead=int(dead.sum()) if todo.size else 0)
+        if frames.n_frames:  # units (clip, frame) x targets -> (clip, target, frame)
+            shape = (n_clips, frames.n_frames, k)
+            return (
+                np.swapaxes(filters.reshape(*shape, *spatial), 1, 2),
+                np.swapaxes(n_iter.reshape(shape), 1, 2),
+            )
         return filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
 
     def _live_start(self, bound: Any, problem: _FilterProblem, f0: np.ndarray, a: Any):
@@ -533,7 +619,11 @@ class L2CAFExplainer(BaseExplainer):
         """Closed-form filters for the rows whose head is verified affine."""
         spatial = _filter_shape(bound, a)
         n_cells = int(np.prod(spatial))
-        jac, b, residual = _sphere.fit_affine(self._probe(bound, a, context))
+        outputs = self._probe(bound, a, context)
+        jac, b, residual = _sphere.fit_affine(outputs)
+        frames = self._frames().n_frames is not None
+        if frames:
+            residual = _frame_residual(outputs, jac, b)
         jac_rows, b_rows = jac[rows], b[rows]
         if self.objective == "class-oblivious":
             target = bound.to_numpy(out).astype(np.float64) - b
@@ -546,13 +636,10 @@ class L2CAFExplainer(BaseExplainer):
         f = f.reshape(rows.size, *spatial).astype(np.float32)
         # Verify at the solution itself: a head affine at the probes but not here
         # (a ReLU that switches, say) falls back to gradient descent for that row.
-        unit = bound.asarray(f)
-        a_rows = bound.take(a, rows)
-        ctx = tuple(bound.take(c, rows) for c in context)
-        actual = bound.to_numpy(
-            bound.head(a_rows * bound.expand_dims(unit, bound.channel_axis), ctx)
-        )
+        actual = bound.to_numpy(self._unit_head(bound, a, context, rows, bound.asarray(f)))
         predicted = np.einsum("ndp,np->nd", jac_rows, f.reshape(rows.size, n_cells)) + b_rows
+        if frames:  # against the filter's effect, as in _frame_residual
+            predicted, actual = predicted - b_rows, actual - b_rows
         # A head whose output does not depend on the filter at all (every unit after it
         # switched off) makes every filter optimal: such rows go to the iterative path,
         # which restarts or warns (see _live_start).
