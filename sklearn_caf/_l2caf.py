@@ -412,6 +412,11 @@ class L2CAFExplainer(BaseExplainer):
 
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
         self._solver_cache = {}  # compiled steps belong to the previous bound model
+        if self.frame_axis is not None and not hasattr(bound, "repeat"):
+            raise ValueError(
+                f"frame_axis={self.frame_axis} needs a backend whose bound models have the "
+                f"optional repeat(x, repeats) op; {type(bound).__name__} has none."
+            )
         spatial = _filter_shape(bound, a)
         self.filter_shape_ = spatial
         if isinstance(self.init, np.ndarray) and self.init.shape != spatial:
