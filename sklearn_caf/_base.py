@@ -44,7 +44,8 @@ class Explanation:
     outputs : ndarray of shape (n, d), float32
         The model's unfiltered output (logits or embedding).
     n_iter : ndarray of shape (n, k) or None
-        Optimization iterations per map (L2-CAF; 0 where solved in closed form).
+        Optimization iterations per map (L2-CAF; 0 where solved in closed form); for
+        clips, ``(n, k, T)``.
     """
 
     heatmaps: np.ndarray
@@ -72,6 +73,9 @@ class BaseExplainer(ModelEstimator):
         "top_k": [Interval(Integral, 1, None, closed="left")],
         "frame_axis": [None, Interval(Integral, 1, None, closed="left")],
     }
+
+    # Subclasses that take clips have a ``frame_axis`` parameter; the others never do.
+    frame_axis: int | None = None
 
     # Whether this configuration explains classes (uses targets) or the whole output.
     def _uses_targets(self) -> bool:

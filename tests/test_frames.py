@@ -471,14 +471,17 @@ def test_keras_twin_computes_the_torch_model(twins):
     np.testing.assert_allclose(np.asarray(kmodel(nhwc(X))), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("objective", ["class-oblivious", "class-specific"])
-def test_keras_l2caf_per_frame_equals_torch(twins, objective):
+@pytest.mark.parametrize(
+    ("objective", "variant"),
+    [("class-oblivious", "fast"), ("class-specific", "fast"), ("class-oblivious", "vanilla")],
+)
+def test_keras_l2caf_per_frame_equals_torch(twins, objective, variant):
     model, kmodel = twins
     X = clips(2, seed=1)
     targets = np.array([2, 0]) if objective == "class-specific" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        expected = lstm_explainer(model, objective).fit(X).explain(X, targets)
+        expected = lstm_explainer(model, objective, variant=variant).fit(X).explain(X, targets)
         ex = L2CAFExplainer(
             model=kmodel,
             layer="frames/cnn/relu2",
@@ -489,6 +492,7 @@ def test_keras_l2caf_per_frame_equals_torch(twins, objective):
             tol=0,
             learning_rate=LR,
             final_learning_rate=FINAL,
+            variant=variant,
         )
         got = ex.fit(nhwc(X)).explain(nhwc(X), targets)
     assert ex.split_ == "graph"
