@@ -10,10 +10,19 @@ import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
 
+from ._frames import (
+    SUPPORTED_FORMS,
+    FrameRows,
+    check_frame_axis,
+    check_layout,
+    image_channel_axis,
+    layout_probe,
+)
 from ._heatmaps import to_heatmaps
 from ._model_estimator import ModelEstimator
-from ._validation import check_targets
+from ._validation import check_images, check_targets
 
 
 @dataclass
@@ -23,18 +32,22 @@ class Explanation:
     Attributes
     ----------
     heatmaps : ndarray of shape ``(n, k, *input_spatial)``, float32
-        Maps in [0, 1] at the input's resolution, one per image and target.
+        Maps in [0, 1] at the input's resolution, one per image and target. For clips
+        (``frame_axis`` set), ``(n, k, T, *input_spatial)``: one map per frame, each
+        scaled to [0, 1] on its own.
     maps : ndarray of shape ``(n, k, *layer_spatial)``, float32
         Raw maps at the layer's resolution. For L2-CAF, the filters themselves: signed
         and of unit L2 norm (``constraint="l2"``), or non-negative and summing to 1 (the
-        softmax weights; the normalized Gaussian bump).
+        softmax weights; the normalized Gaussian bump). For clips,
+        ``(n, k, T, *layer_spatial)``.
     targets : ndarray of shape (n, k) or None
         Class indices explained; None when the map explains the whole output
         (class-oblivious L2-CAF, Grad-CAM of an embedding).
     outputs : ndarray of shape (n, d), float32
         The model's unfiltered output (logits or embedding).
     n_iter : ndarray of shape (n, k) or None
-        Optimization iterations per map (L2-CAF; 0 where solved in closed form).
+        Optimization iterations per map (L2-CAF; 0 where solved in closed form); for
+        clips, ``(n, k, T)``.
     params : ndarray of shape (n, k, n_spatial_axes) or None
         The optimized parameters where they are not the map itself: the means of
         L2-CAF's Gaussians (``constraint="gaussian"``), float32, in cell coordinates of
@@ -67,7 +80,11 @@ class BaseExplainer(ModelEstimator):
         **ModelEstimator._parameter_constraints,
         "output": [None, Integral, str, callable],
         "top_k": [Interval(Integral, 1, None, closed="left")],
+        "frame_axis": [None, Interval(Integral, 1, None, closed="left")],
     }
+
+    # Subclasses that take clips have a ``frame_axis`` parameter; the others never do.
+    frame_axis: int | None = None
 
     # Whether this configuration explains classes (uses targets) or the whole output.
     def _uses_targets(self) -> bool:
@@ -92,15 +109,69 @@ class BaseExplainer(ModelEstimator):
             The fitted explainer.
         """
         X = self._bind(X, output=self.output)
+        check_frame_axis(self.frame_axis, X.ndim)
+        self.n_frames_ = None if self.frame_axis is None else int(X.shape[self.frame_axis])
         with self.bound_ as bound:
             a, context = self._first_pass(bound, X)
             out = bound.head(a, context)
             self._check_feature_map(a)
+            self._check_frame_rows(bound, X, a)
             self.layer_shape_ = tuple(int(s) for s in a.shape[1:])
             self.n_outputs_ = int(out.shape[1])
             self._check_top_k()
             self._fit_bound(bound, X[:1], a, context, out)
         return self
+
+    def _frames(self) -> FrameRows:
+        return FrameRows(getattr(self, "n_frames_", None))
+
+    def _check_frame_rows(self, bound: Any, X: np.ndarray, a: Any) -> None:
+        """The layer must give one row per image, or per frame (clip by clip) for clips."""
+        rows, expected = int(a.shape[0]), self.n_frames_ or 1
+        if rows == expected:
+            if self.n_frames_ and self.n_frames_ > 1:
+                first, second = (
+                    bound.to_numpy(bound.trunk(bound.asarray(b))[0])
+                    for b in layout_probe(X[:1], self.frame_axis)
+                )
+                check_layout(first, second, self.n_frames_, self.layer)
+            return
+        if self.frame_axis is None:
+            raise ValueError(
+                f"layer={self.layer!r} gives {rows} rows of feature maps for one input; a "
+                f"clip model (X of shape (n_clips, T, ...)) whose per-frame CNN runs on "
+                f"all frames at once is explained per frame with frame_axis=1."
+            )
+        raise ValueError(
+            f"layer={self.layer!r} gives {rows} rows of feature maps for one clip of "
+            f"T={self.n_frames_} frames (frame_axis={self.frame_axis}); it must give one "
+            f"per frame: {SUPPORTED_FORMS}."
+        )
+
+    def _input_channel_axis(self, ndim: int) -> int:
+        return image_channel_axis(self.bound_.input_channel_axis, ndim, self.frame_axis)
+
+    def _check_fitted_images(self, X: Any) -> np.ndarray:
+        if self.frame_axis is None:
+            return super()._check_fitted_images(X)
+        check_is_fitted(self)
+        X = check_images(X, self.bound_)
+        if X.ndim != len(self.input_shape_) + 1:
+            raise ValueError(
+                f"X must have the layout seen in fit, per-clip shape like "
+                f"{self.input_shape_}; got {X.shape[1:]}."
+            )
+        channel = self._input_channel_axis(X.ndim)
+        if X.shape[self.frame_axis] != self.n_frames_ or (
+            X.shape[channel] != self.input_shape_[channel - 1]
+        ):
+            raise ValueError(
+                f"X must have clips of T={self.n_frames_} frames on axis "
+                f"frame_axis={self.frame_axis} and {self.input_shape_[channel - 1]} channels "
+                f"on axis {channel}, as seen in fit (per-clip shape {self.input_shape_}); "
+                f"got {X.shape[1:]}."
+            )
+        return X
 
     def _check_top_k(self) -> None:
         # Explaining fewer classes than asked for would be a silent wrong result.
@@ -139,7 +210,7 @@ class BaseExplainer(ModelEstimator):
         """
         X = self._check_fitted_images(X)
         bound = self.bound_
-        channel = bound.input_channel_axis % X.ndim
+        channel = self._input_channel_axis(X.ndim)
         if targets is not None:
             if not self._uses_targets():
                 raise ValueError(
@@ -150,7 +221,9 @@ class BaseExplainer(ModelEstimator):
         else:
             self._check_top_k()  # top_k may have been set after fit
         rng = check_random_state(getattr(self, "random_state", None))
-        input_size = tuple(X.shape[ax] for ax in _spatial_axes(X.ndim, channel))
+        input_size = tuple(
+            X.shape[ax] for ax in _spatial_axes(X.ndim, channel) if ax != self.frame_axis
+        )
         parts: list[tuple] = []
         with bound:
             for start in range(0, X.shape[0], self.batch_size):
@@ -171,7 +244,7 @@ class BaseExplainer(ModelEstimator):
                 if self.verbose:
                     print(f"[{type(self).__name__}] explained {stop}/{X.shape[0]} images")
         maps = np.concatenate([p[0] for p in parts])
-        n_spatial = maps.ndim - 2
+        n_spatial = maps.ndim - 2 - (self.frame_axis is not None)
         if n_spatial != len(input_size):
             raise ValueError(
                 f"layer={self.layer!r} gives {n_spatial}-D maps but X has {len(input_size)} "

@@ -71,6 +71,13 @@ class GradCAMExplainer(BaseExplainer):
         ``None`` detects it from the model.
     verbose : int, default=0
         ``0`` prints nothing; ``1`` or more prints one line per batch explained.
+    frame_axis : int or None, default=None
+        For clip models: the axis of ``X`` that holds the frames (``1`` for ``X`` of
+        shape ``(n_clips, T, ...)``, each frame an image in the model's layout). The
+        model runs ``layer``'s per-frame CNN on all ``n_clips * T`` frames at once, clip
+        by clip (PyTorch: ``x.flatten(0, 1)``; Keras: inside ``TimeDistributed``), and
+        fuses the frames (an LSTM, say). One map per frame: ``transform`` gives
+        ``(n_clips, T, H, W)`` (see :ref:`frames`).
 
     Attributes
     ----------
@@ -88,6 +95,8 @@ class GradCAMExplainer(BaseExplainer):
         How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
         ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
         ``"input"`` for ``layer=None``.
+    n_frames_ : int or None
+        Frames per clip seen in fit (``frame_axis`` set), else ``None``.
 
     See Also
     --------
@@ -124,6 +133,7 @@ class GradCAMExplainer(BaseExplainer):
         device: str = "auto",
         backend: Any = None,
         verbose: int = 0,
+        frame_axis: int | None = None,
     ):
         self.model = model
         self.layer = layer
@@ -135,6 +145,7 @@ class GradCAMExplainer(BaseExplainer):
         self.device = device
         self.backend = backend
         self.verbose = verbose
+        self.frame_axis = frame_axis
 
     def _uses_targets(self) -> bool:
         return self.objective == "class"
@@ -153,11 +164,18 @@ class GradCAMExplainer(BaseExplainer):
         return cache[key]
 
     def _explain_batch(self, bound, x, a, context, out, targets, rng):
-        n = int(a.shape[0])
+        # For clips the head maps a clip's T rows of ``a`` to its output, so the gradient
+        # of a clip's score holds every frame's gradient: alpha is pooled per frame.
+        frames = self._frames()
+        n = int(out.shape[0])
         k = 1 if targets is None else targets.shape[1]
         rows = np.repeat(np.arange(n), k)
-        a_rows = bound.take(a, rows) if k > 1 else a
-        ctx = tuple(bound.take(c, rows) for c in context) if k > 1 else context
+        if k > 1:
+            a_rows = bound.take(a, frames.rows(rows))
+            flags = frames.frame_level(context, n)
+            ctx = frames.take_context(bound, context, flags, rows)
+        else:
+            a_rows, ctx = a, context
 
         if targets is None:
             weights = np.ones((1, self.n_outputs_), dtype=np.float32)
@@ -165,4 +183,5 @@ class GradCAMExplainer(BaseExplainer):
             weights = np.eye(self.n_outputs_, dtype=np.float32)[targets.reshape(-1)]
         cam = self._cam(bound)(a_rows, tuple(ctx), bound.asarray(weights))
         maps = bound.to_numpy(cam)
-        return maps.reshape(n, k, *maps.shape[1:]), None
+        per_frame = (frames.n_frames,) if frames.n_frames else ()
+        return maps.reshape(n, k, *per_frame, *maps.shape[1:]), None

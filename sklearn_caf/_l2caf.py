@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _sphere
 from ._adam import AdamSchedule, AdamSteps, compiled, minimize_rows
 from ._base import BaseExplainer, _spatial_axes
+from ._frames import FrameRows
 from ._lbfgs import LBFGSOptions, ValueAndGrad, minimize_rows_lbfgs
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
@@ -85,6 +86,17 @@ def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
+def _frame_residual(outputs: np.ndarray, jac: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_sphere.fit_affine`'s residual measured against how far the probes move the
+    output rather than against the output: filtering one frame of a clip moves its output
+    by a small part of its size, so a recurrent head would pass for affine otherwise."""
+    n_cells = jac.shape[2]
+    checks = _sphere.affine_probes(n_cells)[1 + n_cells :].astype(np.float64)
+    moved = np.einsum("ndp,kp->nkd", jac, checks)
+    actual = outputs[:, 1 + n_cells :].astype(np.float64) - b[:, None]
+    return _sphere.relative_residual(moved, actual)
+
+
 class _FilterLoss:
     """The per-row L2-CAF loss as a pure function of explicit tensors.
 
@@ -94,6 +106,9 @@ class _FilterLoss:
     ``1 - 2 [j == c]`` (class-specific). One object per explainer configuration (and, for
     the Gaussian, per map shape: its cell grid is a constant of the loss), so that a
     backend compiles it once for all batches.
+
+    For clips, each row's features are its clip's ``T`` frames and ``select`` marks the
+    row's own frame: the filter multiplies that frame, the others pass unfiltered.
     """
 
     def __init__(
@@ -101,11 +116,12 @@ class _FilterLoss:
         bound: Any,
         objective: str,
         vanilla: bool,
+        frames: FrameRows,
         constraint: str = "l2",
         spatial: tuple[int, ...] | None = None,
     ):
         self.bound, self.objective, self.vanilla = bound, objective, vanilla
-        self.constraint = constraint
+        self.frames, self.constraint = frames, constraint
         # Made on the device once, not at every iteration.
         self.grid = bound.asarray(_cell_grid(spatial)) if constraint == "gaussian" else None
 
@@ -134,16 +150,19 @@ class _FilterLoss:
         e = bound.exp(logits - bound.max(logits, axis=axes, keepdims=True))
         return e / bound.sum(e, axis=axes, keepdims=True)
 
-    def outputs(self, f: Any, features: Any, context: tuple) -> Any:
+    def outputs(self, f: Any, features: Any, context: tuple, select: Any = None) -> Any:
         bound = self.bound
         if self.vanilla:  # the whole network, every iteration
             a, context = bound.trunk(features)
         else:
             a = features
-        return bound.head(a * bound.expand_dims(self.filters(f), bound.channel_axis), context)
+        unit = self.frames.multiplier(bound, self.filters(f), select)
+        return bound.head(a * bound.expand_dims(unit, bound.channel_axis), context)
 
-    def __call__(self, f: Any, features: Any, context: tuple, target: Any) -> Any:
-        out = self.outputs(f, features, context)
+    def __call__(
+        self, f: Any, features: Any, context: tuple, target: Any, select: Any = None
+    ) -> Any:
+        out = self.outputs(f, features, context, select)
         bound = self.bound
         if self.objective == "class-oblivious":
             diff = out - target
@@ -161,22 +180,30 @@ class _FilterProblem:
     features: Any  # the layer's feature maps (fast) or the images (vanilla), one per row
     context: tuple = ()
     target: Any = None  # unfiltered outputs (class-oblivious) or class weights (specific)
+    # Clips: the rows' own frames (see FrameRows.select), and which context tensors (and,
+    # in the fast variant, the features) have T rows per problem row.
+    select: Any = None
+    frame_level: tuple = ()
 
     @property
     def args(self) -> tuple:
-        return self.features, self.context, self.target
+        if self.select is None:
+            return self.features, self.context, self.target
+        return self.features, self.context, self.target, self.select
 
     def take(self, keep: np.ndarray) -> _FilterProblem:
-        take = self.bound.take
+        take, frames = self.bound.take, self.loss_fn.frames
+        frame_rows = frames.rows(keep)
         return replace(
             self,
-            features=take(self.features, keep),
-            context=tuple(take(c, keep) for c in self.context),
+            features=take(self.features, keep if self.loss_fn.vanilla else frame_rows),
+            context=frames.take_context(self.bound, self.context, self.frame_level, keep),
             target=None if self.target is None else take(self.target, keep),
+            select=None if self.select is None else take(self.select, frame_rows),
         )
 
     def outputs(self, f: Any) -> Any:
-        return self.loss_fn.outputs(f, self.features, self.context)
+        return self.loss_fn.outputs(f, *self.args[:2], *self.args[3:])
 
     def loss(self, f: Any) -> Any:
         return self.loss_fn(f, *self.args)
@@ -285,6 +312,13 @@ class L2CAFExplainer(BaseExplainer):
     verbose : int, default=0
         ``0`` prints nothing; ``1`` or more prints one line per batch explained and the
         number of dead starts restarted.
+    frame_axis : int or None, default=None
+        For clip models: the axis of ``X`` that holds the frames (``1`` for ``X`` of
+        shape ``(n_clips, T, ...)``, each frame an image in the model's layout). The
+        model runs ``layer``'s per-frame CNN on all ``n_clips * T`` frames at once, clip
+        by clip (PyTorch: ``x.flatten(0, 1)``; Keras: inside ``TimeDistributed``), and
+        fuses the frames (an LSTM, say). One map per frame: ``transform`` gives
+        ``(n_clips, T, H, W)`` (see :ref:`frames`).
 
     Attributes
     ----------
@@ -306,6 +340,8 @@ class L2CAFExplainer(BaseExplainer):
         How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
         ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
         ``"input"`` for ``layer=None``.
+    n_frames_ : int or None
+        Frames per clip seen in fit (``frame_axis`` set), else ``None``.
 
     See Also
     --------
@@ -373,6 +409,7 @@ class L2CAFExplainer(BaseExplainer):
         backend: Any = None,
         random_state: Any = None,
         verbose: int = 0,
+        frame_axis: int | None = None,
     ):
         self.model = model
         self.layer = layer
@@ -393,6 +430,7 @@ class L2CAFExplainer(BaseExplainer):
         self.backend = backend
         self.random_state = random_state
         self.verbose = verbose
+        self.frame_axis = frame_axis
 
     def _uses_targets(self) -> bool:
         return self.objective == "class-specific"
@@ -415,14 +453,41 @@ class L2CAFExplainer(BaseExplainer):
         context: tuple = (),
         target: Any = None,
         spatial: tuple[int, ...] | None = None,
+        units: np.ndarray | None = None,
     ) -> _FilterProblem:
         """The problem on rows of ``features`` (the images for ``variant="vanilla"``);
-        ``spatial``, the maps' shape, defaults to the feature maps' (fast variant)."""
+        ``spatial``, the maps' shape, defaults to the feature maps' (fast variant).
+
+        For clips, ``units`` are the rows' (clip, frame) units, ``features`` and
+        ``context`` their clips' rows (:meth:`_unit_inputs`).
+        """
         vanilla = self.variant == "vanilla"
         if spatial is None:
             spatial = self.filter_shape_ if vanilla else _filter_shape(bound, features)
         loss_fn, _ = self._solver_parts(bound, vanilla=vanilla, spatial=spatial)
-        return _FilterProblem(bound, loss_fn, features, tuple(context), target)
+        frames, context = loss_fn.frames, tuple(context)
+        select, flags = None, tuple(False for _ in context)
+        if frames.n_frames and units is not None:
+            select = bound.asarray(frames.select(units, len(self.filter_shape_)))
+            flags = frames.frame_level(context, len(units))
+        return _FilterProblem(bound, loss_fn, features, context, target, select, flags)
+
+    def _unit_inputs(self, bound: Any, a: Any, context: tuple, units: np.ndarray) -> tuple:
+        """Head inputs of ``units`` (one per row): their clips' feature maps and context."""
+        frames = self._frames()
+        clips = frames.clips_of(units)
+        flags = frames.frame_level(context, int(a.shape[0]) // frames.per_row)
+        features = bound.take(a, frames.rows(clips))
+        return features, frames.take_context(bound, context, flags, clips)
+
+    def _unit_head(self, bound: Any, a: Any, context: tuple, units: np.ndarray, f: Any) -> Any:
+        """The head's outputs with the raw filters ``f`` (one per unit in ``units``) on
+        each unit's own frame (on each image, for images)."""
+        frames = self._frames()
+        features, ctx = self._unit_inputs(bound, a, context, units)
+        select = frames.select(units, len(f.shape) - 1)
+        mult = frames.multiplier(bound, f, None if select is None else bound.asarray(select))
+        return bound.head(features * bound.expand_dims(mult, bound.channel_axis), ctx)
 
     def _solver_parts(
         self, bound: Any, vanilla: bool, spatial: tuple[int, ...] | None = None
@@ -432,13 +497,14 @@ class L2CAFExplainer(BaseExplainer):
         The Gaussian's loss holds its cell grid, so it is made once per map shape."""
         cache = self.__dict__.setdefault("_solver_cache", {})
         constraint = self.constraint
-        key = (id(bound), self.objective, vanilla)
+        frames = self._frames()
+        key = (id(bound), self.objective, vanilla, frames.n_frames)
         if constraint != "l2":
             if constraint == "gaussian" and spatial is None:
                 spatial = self.filter_shape_
             key += (constraint, tuple(spatial) if constraint == "gaussian" else None)
         if key not in cache:
-            loss = _FilterLoss(bound, self.objective, vanilla, constraint, spatial)
+            loss = _FilterLoss(bound, self.objective, vanilla, frames, constraint, spatial)
             cache[key] = (loss, compiled(bound, AdamSteps(bound, loss, self._schedule())))
         return cache[key]
 
@@ -446,7 +512,7 @@ class L2CAFExplainer(BaseExplainer):
         """The (compiled) loss-and-gradient of the L-BFGS solver, made once per
         configuration and bound model, like :meth:`_solver_parts`."""
         cache = self.__dict__.setdefault("_solver_cache", {})
-        key = ("lbfgs", id(bound), self.objective, vanilla)
+        key = ("lbfgs", id(bound), self.objective, vanilla, self._frames().n_frames)
         if key not in cache:
             loss, _ = self._solver_parts(bound, vanilla)
             cache[key] = compiled(bound, ValueAndGrad(bound, loss))
@@ -454,6 +520,11 @@ class L2CAFExplainer(BaseExplainer):
 
     def _fit_bound(self, bound: Any, X: np.ndarray, a: Any, context: Any, out: Any) -> None:
         self._solver_cache = {}  # compiled steps belong to the previous bound model
+        if self.frame_axis is not None and not hasattr(bound, "repeat"):
+            raise ValueError(
+                f"frame_axis={self.frame_axis} needs a backend whose bound models have the "
+                f"optional repeat(x, repeats) op; {type(bound).__name__} has none."
+            )
         spatial = _filter_shape(bound, a)
         self.filter_shape_ = spatial
         if self.constraint == "gaussian":
@@ -485,7 +556,9 @@ class L2CAFExplainer(BaseExplainer):
             self.solver_ = self.solver
             return
         outputs = self._probe(bound, a, context)
-        *_, residual = _sphere.fit_affine(outputs)
+        jac, b, residual = _sphere.fit_affine(outputs)
+        if self._frames().n_frames:
+            residual = _frame_residual(outputs, jac, b)
         affine = bool(residual.max() <= _sphere.AFFINE_RTOL)
         if self.solver == "exact" and not affine:
             raise ValueError(
@@ -511,21 +584,21 @@ class L2CAFExplainer(BaseExplainer):
         return self.solver_ if self.constraint == "l2" else "adam"
 
     def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
-        """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
+        """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`, one row per image
+        (per frame of each clip, for clips: the probe filters that frame only)."""
         n = int(a.shape[0])
         spatial = _filter_shape(bound, a)
         probes = _sphere.affine_probes(int(np.prod(spatial))).reshape(-1, *spatial)
         per_image = probes.shape[0]
-        chunk = max(1, _PROBE_BUDGET // int(np.prod(a.shape[1:])))
+        rows_per_eval = self._frames().per_row * int(np.prod(a.shape[1:]))
+        chunk = max(1, _PROBE_BUDGET // rows_per_eval)
         rows = np.repeat(np.arange(n), per_image)
         filters = np.tile(probes, (n,) + (1,) * len(spatial))
         outputs = []
         for start in range(0, rows.size, chunk):
             sel = rows[start : start + chunk]
             f = bound.asarray(filters[start : start + chunk])
-            a_rows = bound.take(a, sel)
-            ctx = tuple(bound.take(c, sel) for c in context)
-            out = bound.head(a_rows * bound.expand_dims(f, bound.channel_axis), ctx)
+            out = self._unit_head(bound, a, context, sel, f)
             outputs.append(bound.to_numpy(out))
         return np.concatenate(outputs).reshape(n, per_image, -1)
 
@@ -565,7 +638,14 @@ class L2CAFExplainer(BaseExplainer):
         return np.ones(shape, dtype=np.float32)
 
     def _explain_batch(self, bound, x, a, context, out, targets, rng):
-        n = int(a.shape[0])
+        # One problem per unit and target: a unit is an image, or a frame of a clip (its
+        # row of ``a``), with its clip's output and targets.
+        frames = self._frames()
+        n_clips, n = int(out.shape[0]), int(a.shape[0])
+        if frames.n_frames:
+            clip_of = frames.clips_of(np.arange(n))
+            out = bound.take(out, clip_of)
+            targets = None if targets is None else targets[clip_of]
         k = 1 if targets is None else targets.shape[1]
         rows = np.repeat(np.arange(n), k)
         spatial = _filter_shape(bound, a)
@@ -589,10 +669,15 @@ class L2CAFExplainer(BaseExplainer):
                 classes = targets.reshape(-1)[todo]
                 target = bound.asarray(1 - 2 * _one_hot(classes, self.n_outputs_))
             if self.variant == "vanilla":
-                problem = self._filter_problem(bound, bound.take(x, sel), (), target, spatial)
+                clips = bound.take(x, frames.clips_of(sel))
+                problem = self._filter_problem(
+                    bound, clips, (), target, spatial=spatial, units=sel
+                )
             else:
-                ctx = tuple(bound.take(c, sel) for c in context)
-                problem = self._filter_problem(bound, bound.take(a, sel), ctx, target, spatial)
+                features, ctx = self._unit_inputs(bound, a, context, sel)
+                problem = self._filter_problem(
+                    bound, features, ctx, target, spatial=spatial, units=sel
+                )
             vanilla = self.variant == "vanilla"
             f0_np, dead = self._live_start(
                 bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
@@ -628,8 +713,19 @@ class L2CAFExplainer(BaseExplainer):
             self._warn_constant(filters, n_dead=int(dead.sum()) if todo.size else 0)
         else:
             self._warn_constant(filters, n_dead=int(stuck.sum()), stuck=stuck)
+        if frames.n_frames:  # units (clip, frame) x targets -> (clip, target, frame)
+            shape = (n_clips, frames.n_frames, k)
+            filters = np.swapaxes(filters.reshape(*shape, *spatial), 1, 2)
+            n_iter = np.swapaxes(n_iter.reshape(shape), 1, 2)
+            if gaussian:
+                means = np.swapaxes(means.reshape(*shape, -1), 1, 2)
+        else:
+            filters, n_iter = filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
+            if gaussian:
+                means = means.reshape(n, k, -1)
         if gaussian:
-            return filters.reshape(n, k, *spatial), n_iter.reshape(n, k), means.reshape(n, k, -1)
+            return filters, n_iter, means
+        return filters, n_iter
         return filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
 
     def _live_start(self, bound: Any, problem: _FilterProblem, f0: np.ndarray, a: Any):
@@ -747,7 +843,11 @@ class L2CAFExplainer(BaseExplainer):
         """Closed-form filters for the rows whose head is verified affine."""
         spatial = _filter_shape(bound, a)
         n_cells = int(np.prod(spatial))
-        jac, b, residual = _sphere.fit_affine(self._probe(bound, a, context))
+        outputs = self._probe(bound, a, context)
+        jac, b, residual = _sphere.fit_affine(outputs)
+        frames = self._frames().n_frames is not None
+        if frames:
+            residual = _frame_residual(outputs, jac, b)
         jac_rows, b_rows = jac[rows], b[rows]
         if self.objective == "class-oblivious":
             target = bound.to_numpy(out).astype(np.float64) - b
@@ -760,13 +860,10 @@ class L2CAFExplainer(BaseExplainer):
         f = f.reshape(rows.size, *spatial).astype(np.float32)
         # Verify at the solution itself: a head affine at the probes but not here
         # (a ReLU that switches, say) falls back to gradient descent for that row.
-        unit = bound.asarray(f)
-        a_rows = bound.take(a, rows)
-        ctx = tuple(bound.take(c, rows) for c in context)
-        actual = bound.to_numpy(
-            bound.head(a_rows * bound.expand_dims(unit, bound.channel_axis), ctx)
-        )
+        actual = bound.to_numpy(self._unit_head(bound, a, context, rows, bound.asarray(f)))
         predicted = np.einsum("ndp,np->nd", jac_rows, f.reshape(rows.size, n_cells)) + b_rows
+        if frames:  # against the filter's effect, as in _frame_residual
+            predicted, actual = predicted - b_rows, actual - b_rows
         # A head whose output does not depend on the filter at all (every unit after it
         # switched off) makes every filter optimal: such rows go to the iterative path,
         # which restarts or warns (see _live_start).

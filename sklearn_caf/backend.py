@@ -229,6 +229,11 @@ class BoundModel(Protocol):
     # so that a whole stretch of Adam iterations is one call; without it the core loops in
     # Python.
 
+    # Optional: ``repeat(x, repeats)``, ``np.repeat(x, repeats, axis=0)`` for a Python int
+    # ``repeats`` (also inside a compiled function, where the number of rows may be
+    # unknown). L2-CAF on clip models (``frame_axis``) needs it to give each frame of a
+    # clip its own filter; a backend without it cannot run that.
+
     # Tensor ops the core's math is written with (NumPy semantics, ``axis`` keywords).
     def take(self, x: Any, rows: np.ndarray) -> Any:
         """Rows ``rows`` (an integer NumPy array) of ``x`` along axis 0.

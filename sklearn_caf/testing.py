@@ -410,6 +410,9 @@ def _check_ops(check: _Checker, bound: Any, seed: int) -> None:
     for axis in (0, 1, -1):
         same(f"expand_dims(x, {axis})", bound.expand_dims(x, axis), np.expand_dims(x_np, axis))
     same("zeros_like(x)", bound.zeros_like(x), np.zeros_like(x_np))
+    if hasattr(bound, "repeat"):  # optional: per-frame L2-CAF (frame_axis)
+        for repeats in (1, 3):
+            same(f"repeat(x, {repeats})", bound.repeat(x, repeats), np.repeat(x_np, repeats, 0))
 
 
 def _check_arrays(check: _Checker, bound: Any, seed: int) -> None:
@@ -698,8 +701,8 @@ def check_backend(
     - where the bound model has the optional ``fori_loop(n, body, init)``, it runs ``body``
       for ``i = 0 .. n - 1`` in order (``n = 0`` included), also inside ``compile``;
     - ``take``, ``sum``, ``mean``, ``max`` (int, negative and tuple axes, ``keepdims``),
-      ``sqrt``, ``exp``, ``abs``, ``relu``, ``expand_dims``, ``zeros_like`` and ``+ - * /``
-      agree with NumPy;
+      ``sqrt``, ``exp``, ``abs``, ``relu``, ``expand_dims``, ``zeros_like``, the optional
+      ``repeat`` and ``+ - * /`` agree with NumPy;
     - ``to_numpy(asarray(x))`` round-trips float32 exactly, and ``asarray`` casts float64,
       integers and backend tensors to float32;
     - the context manager nests, does not swallow exceptions, and restores ``snapshot`` on

@@ -226,3 +226,6 @@ class TensorflowBoundModel:
 
     def expand_dims(self, x: tf.Tensor, axis: int) -> tf.Tensor:
         return tf.expand_dims(x, axis)
+
+    def repeat(self, x: tf.Tensor, repeats: int) -> tf.Tensor:
+        return tf.repeat(x, repeats, axis=0)

@@ -27,6 +27,13 @@ import keras
 SEP = "/"
 
 
+CLIP_HINT = (
+    "A clip model is explained per frame (frame_axis=1) when its per-frame CNN runs once "
+    "on all frames: inside a TimeDistributed layer (the layer path goes through it, e.g. "
+    "'frames/cnn/conv3'), not once per frame in a Python loop."
+)
+
+
 def _is_functional(model: Any) -> bool:
     return hasattr(model, "_nodes_by_depth") and hasattr(model, "_outputs_struct")
 
@@ -93,6 +100,8 @@ class _Flattener:
         path = self.path
         on_path = path is not None and depth < len(path) and operation.name == path[depth]
         if on_path and depth < len(path) - 1:
+            if isinstance(operation, keras.layers.TimeDistributed):
+                return self.expand_frames(operation, in_keys, depth + 1)
             if not isinstance(operation, keras.Model) or not (
                 _is_functional(operation) or _is_sequential(operation)
             ):
@@ -103,6 +112,20 @@ class _Flattener:
         if on_path:
             self.hits.append(out_keys)
         return out_keys
+
+    def expand_frames(self, wrapper: Any, in_keys: list, depth: int) -> list:
+        """A ``TimeDistributed`` layer on the path, as its layer on the flattened frames.
+
+        Keras runs the wrapped layer once per frame (T calls on n rows); here it runs once
+        on the n*T frames, clip by clip, like a PyTorch clip model's ``x.flatten(0, 1)``
+        (the same values in inference: each frame is computed on its own either way), so
+        that the layer inside has one feature map of n*T rows.
+        """
+        merge, merged, split = _MergeFrames(), self.key(), self.key()
+        self.ops.append(Op(merge, _single_positional, in_keys[:1], [merged]))
+        (inner,) = self._visit(wrapper.layer, _single_positional, [merged], 1, depth)
+        self.ops.append(Op(_SplitFrames(merge), _single_positional, [inner], [split]))
+        return [split]
 
     def expand(self, model: Any, in_keys: list, depth: int = 0) -> list:
         """Output keys of ``model`` applied to the values ``in_keys``."""
@@ -136,19 +159,58 @@ class _Flattener:
         return [env[id(t)] for t in keras.tree.flatten(model.outputs)]
 
 
+class _MergeFrames:
+    """``(n, T, ...) -> (n * T, ...)``: the frames of every clip, clip by clip."""
+
+    def __init__(self):
+        self.frames: int | None = None
+
+    def __call__(self, x: Any) -> Any:
+        if x.shape[1] is None:
+            raise ValueError(
+                "a TimeDistributed layer on the path to the explained layer needs a known "
+                "number of frames (axis 1 of its input)."
+            )
+        self.frames = int(x.shape[1])
+        shape = keras.ops.shape(x)
+        return keras.ops.reshape(x, (-1, *shape[2:]))
+
+
+class _SplitFrames:
+    """``(n * T, ...) -> (n, T, ...)``, the inverse of a :class:`_MergeFrames`."""
+
+    def __init__(self, merge: _MergeFrames):
+        self.merge = merge
+
+    def __call__(self, y: Any) -> Any:
+        shape = keras.ops.shape(y)
+        return keras.ops.reshape(y, (-1, self.merge.frames, *shape[1:]))
+
+
 class _NotDescendable(Exception):
     def __init__(self, prefix: str | None, model: Any):
         super().__init__(prefix)
         self.prefix, self.model = prefix, model
 
 
+def _children(model: Any) -> list:
+    """The layers inside ``model``; a ``TimeDistributed`` layer's one is the layer it wraps."""
+    if isinstance(model, keras.layers.TimeDistributed):
+        return [model.layer]
+    return list(getattr(model, "layers", []))
+
+
+def _has_children(layer: Any) -> bool:
+    return isinstance(layer, (keras.Model, keras.layers.TimeDistributed))
+
+
 def layer_paths(model: Any, prefix: str = "") -> list[str]:
     """Every addressable layer path of ``model`` (nested models' layers with ``/``)."""
     paths = []
-    for layer in getattr(model, "layers", []):
+    for layer in _children(model):
         path = prefix + layer.name
         paths.append(path)
-        if isinstance(layer, keras.Model):
+        if _has_children(layer):
             paths.extend(layer_paths(layer, path + SEP))
     return paths
 
@@ -171,7 +233,7 @@ def _attribute_names(model: Any) -> dict[int, str]:
 
 def _child(model: Any, name: str) -> Any:
     """The layer of ``model`` called ``name``: its Keras name, else its attribute name."""
-    layers = getattr(model, "layers", [])
+    layers = _children(model)
     for layer in layers:
         if layer.name == name:
             return layer
@@ -207,9 +269,9 @@ def explainable_paths(model: Any, prefix: str = "") -> list[str]:
     subclassed model by the attribute that holds it, where there is one."""
     aliases = _attribute_names(model)
     paths = []
-    for layer in getattr(model, "layers", []):
+    for layer in _children(model):
         path = prefix + aliases.get(id(layer), layer.name)
-        if isinstance(layer, keras.Model):
+        if _has_children(layer):
             paths.extend(explainable_paths(layer, path + SEP))
         elif _gives_feature_maps(layer):
             paths.append(path)
@@ -287,7 +349,7 @@ class Split:
                 raise ValueError(
                     f"layer={layer!r} runs {len(flat.hits)} times in one forward pass; name a "
                     f"layer that runs exactly once (a layer reused in several places has no "
-                    f"single feature map)."
+                    f"single feature map). {CLIP_HINT}"
                 )
             (hit,) = flat.hits
             if len(hit) != 1:
@@ -408,7 +470,7 @@ class InterceptSplit:
             raise ValueError(
                 f"layer={self.path!r} runs {len(captured)} times in one forward pass of the "
                 f"model; name a layer that runs exactly once (a layer reused in several "
-                f"places has no single feature map)."
+                f"places has no single feature map). {CLIP_HINT}"
             )
         (a,) = captured
         if not keras.ops.is_tensor(a):

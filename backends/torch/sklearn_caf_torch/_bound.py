@@ -202,11 +202,17 @@ class TorchBoundModel:
         self._input_shape = tuple(x.shape[1:])
         if not self._verified:
             self._resolve_split(x)
-        return self._split.trunk(x)
+        a, context = self._split.trunk(x)
+        # A clip model's per-frame CNN gives T rows per input (the frames, flattened).
+        if x.shape[0] and a.shape[0] % x.shape[0] == 0:
+            self._rows_per_input = a.shape[0] // x.shape[0]
+        return a, context
 
     def head(self, a: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        # A zero-strided stand-in for the input, for head code that reads its shape.
-        like = torch.zeros((), device=a.device).expand(a.shape[0], *self._input_shape)
+        # A zero-strided stand-in for the input, for head code that reads its shape; one
+        # input per T rows of ``a`` for a clip model.
+        n = a.shape[0] // getattr(self, "_rows_per_input", 1)
+        like = torch.zeros((), device=a.device).expand(n, *self._input_shape)
         return _select_output(self._split.head(a, context, like), self.output)
 
     def value_and_grad(
@@ -249,3 +255,6 @@ class TorchBoundModel:
 
     def expand_dims(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.unsqueeze(x, axis)
+
+    def repeat(self, x: torch.Tensor, repeats: int) -> torch.Tensor:
+        return torch.repeat_interleave(x, repeats, dim=0)

@@ -70,8 +70,16 @@ def check_layer(model: torch.nn.Module, layer: str) -> None:
 def _runs_more_than_once(layer: str, count: int) -> ValueError:
     return ValueError(
         f"layer={layer!r} runs {count} times in one forward pass; name a layer that runs "
-        f"exactly once (a module reused in several places has no single feature map)."
+        f"exactly once (a module reused in several places has no single feature map). "
+        f"{CLIP_HINT}"
     )
+
+
+CLIP_HINT = (
+    "A clip model is explained per frame (frame_axis=1) when its per-frame CNN runs once "
+    "on all frames of the batch, flattened clip by clip (x.flatten(0, 1) or "
+    "x.view(n * T, ...) of an (n, T, ...) input), not once per frame in a Python loop."
+)
 
 
 def _no_dependency(layer: str | None) -> ValueError:
@@ -231,8 +239,15 @@ def fx_split(model: torch.nn.Module, layer: str) -> GraphSplit:
             raise _runs_more_than_once(layer, len(starts))
         raise TraceFailure(f"layer={layer!r} is not called in the traced graph")
     root = fx.GraphModule(tracer.root, graph)
-    trunk, head = split_graph(root, starts[0], layer)
+    trunk, head = _split_or_fail(root, starts[0], layer)
     return GraphSplit(trunk, head, "fx")
+
+
+def _split_or_fail(root: fx.GraphModule, start: fx.Node, layer: str) -> tuple:
+    try:
+        return split_graph(root, start, layer)
+    except KeyError as exc:  # the head reads the shape of a value it cannot recompute
+        raise TraceFailure(f"the head reads the shape of an intermediate value ({exc})") from exc
 
 
 _SYMBOLIC_SIZE_OPS = ("sym_size", "sym_numel", "sym_stride", "sym_storage_offset")
@@ -268,7 +283,7 @@ def export_split(model: torch.nn.Module, layer: str, x: torch.Tensor) -> GraphSp
         )
     out_spec = getattr(getattr(graph._codegen, "pytree_info", None), "out_spec", None)
     graph._codegen = fx.graph.CodeGen()  # plain positional calls for the split graphs
-    trunk, head = split_graph(root, exits[0], layer)
+    trunk, head = _split_or_fail(root, exits[0], layer)
     return GraphSplit(trunk, head, "export", out_spec)
 
 
@@ -301,10 +316,15 @@ def split_graph(
     # head's batch size when rows are selected.
     from_input: set = set()
     shape_only: set = set()
+    # So are values made from the shape alone (an LSTM's zero initial state, sized by the
+    # batch): as context they would have the trunk's batch on some axis, not the head's.
     for node in nodes:
         if node.op == "placeholder" or any(inp in from_input for inp in node.all_input_nodes):
             from_input.add(node)
-            if node.op != "placeholder" and _reads_shape_only(node, shape_only):
+            if node.op != "placeholder" and (
+                _reads_shape_only(node, shape_only)
+                or all(inp in shape_only for inp in node.all_input_nodes if inp in from_input)
+            ):
                 shape_only.add(node)
     context = []
     for node in nodes:
