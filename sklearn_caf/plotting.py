@@ -499,6 +499,31 @@ def _true_rows(report):
     return rows[rows["explains_true"].to_numpy()]
 
 
+def _two_panels(axes, who: str, panels: str):
+    """A new figure with two panels side by side, or the user's two ``axes``."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(f'{who} needs matplotlib: pip install "sklearn-caf[eval]".') from exc
+    if axes is None:
+        return plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    if len(axes) != 2:
+        raise ValueError(f"axes must hold two Axes ({panels}); got {len(axes)}.")
+    return axes[0].figure, axes
+
+
+def _finish_curves(axes, titles: tuple[str, str], xlabel: str, ylabel: str) -> None:
+    """Titles, labels, limits, grid and legends of two panels of curves over [0, 1]."""
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[0].set_ylabel(ylabel)
+
+
 def plot_threshold_curves(report, *, axes=None):
     """Box accuracy against the map threshold, one line per method: MaxBoxAcc v1 and v2.
 
@@ -527,21 +552,10 @@ def plot_threshold_curves(report, *, axes=None):
     >>> fig = plot_threshold_curves(load_report("caf-eval"))  # doctest: +SKIP
     >>> fig.savefig("curves.png")  # doctest: +SKIP
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            'plot_threshold_curves needs matplotlib: pip install "sklearn-caf[eval]".'
-        ) from exc
     from .evaluation import IOU_THRESHOLD, V2_IOU_THRESHOLDS
     from .metrics import max_box_accuracy_from_curves
 
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
-    else:
-        if len(axes) != 2:
-            raise ValueError(f"axes must hold two Axes (v1, v2); got {len(axes)}.")
-        fig = axes[0].figure
+    fig, axes = _two_panels(axes, "plot_threshold_curves", "v1, v2")
     rows = _true_rows(report)
     thresholds = np.asarray(report.thresholds)
     for method in report.summary.index:
@@ -560,15 +574,11 @@ def plot_threshold_curves(report, *, axes=None):
                 result.accuracy.mean(axis=0),
                 label=f"{method} ({result.score:.3f})",
             )
-    axes[0].set_title("MaxBoxAcc: largest component, IoU 0.5")
-    axes[1].set_title("MaxBoxAccV2: any component, IoU 0.3/0.5/0.7")
-    for ax in axes:
-        ax.set_xlabel("map threshold")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    axes[0].set_ylabel("box accuracy")
+    titles = (
+        "MaxBoxAcc: largest component, IoU 0.5",
+        "MaxBoxAccV2: any component, IoU 0.3/0.5/0.7",
+    )
+    _finish_curves(axes, titles, "map threshold", "box accuracy")
     return fig
 
 
@@ -815,19 +825,8 @@ def plot_deletion_insertion(results: Any, *, axes: Any = None) -> Any:
     >>> [ax.get_title() for ax in fig.axes]
     ['Deletion (lower AUC is better)', 'Insertion (higher AUC is better)']
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            'plot_deletion_insertion needs matplotlib: pip install "sklearn-caf[eval]".'
-        ) from exc
     tables = _faithfulness_tables(results)
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
-    else:
-        if len(axes) != 2:
-            raise ValueError(f"axes must hold two Axes (deletion, insertion); got {len(axes)}.")
-        fig = axes[0].figure
+    fig, axes = _two_panels(axes, "plot_deletion_insertion", "deletion, insertion")
     for name, table in tables.items():
         if len(table) == 0:
             continue
@@ -840,13 +839,6 @@ def plot_deletion_insertion(results: Any, *, axes: Any = None) -> Any:
             auc = float(np.mean(table[f"{kind}_auc"].to_numpy(dtype=np.float64)))
             label = f"{name} (AUC {auc:.3f})" if name else f"AUC {auc:.3f}"
             ax.plot(x, curves.mean(axis=0), label=label)
-    axes[0].set_title("Deletion (lower AUC is better)")
-    axes[1].set_title("Insertion (higher AUC is better)")
-    for ax in axes:
-        ax.set_xlabel("fraction of pixels")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    axes[0].set_ylabel("probability of the explained class")
+    titles = ("Deletion (lower AUC is better)", "Insertion (higher AUC is better)")
+    _finish_curves(axes, titles, "fraction of pixels", "probability of the explained class")
     return fig
