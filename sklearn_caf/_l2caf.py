@@ -14,8 +14,19 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _sphere
 from ._adam import AdamSchedule, AdamSteps, compiled, minimize_rows
+from ._adam_lbfgs import minimize_rows_adam_lbfgs
 from ._base import BaseExplainer, _spatial_axes
 from ._lbfgs import LBFGSOptions, ValueAndGrad, minimize_rows_lbfgs
+
+# solver="adam-lbfgs": Adam iterations before L-BFGS, per objective, and L-BFGS's first and
+# largest turns (radians), small so that it stays in the basin Adam's first steps chose.
+# Adam settles on its basin within ~20 iterations for the class-oblivious loss, but only
+# after 50-100 for the class-specific one (a linear function of the logits, whose optima
+# Adam's large early steps visit in turn): see benchmarks/README.md, "L2-CAF inside the
+# network", for the measurements behind these numbers.
+_WARM_ITER = {"class-oblivious": 20, "class-specific": 100}
+_WARM_FIRST_ANGLE = 0.05
+_WARM_MAX_ANGLE = 0.2
 
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
 _PROBE_BUDGET = 2**24
@@ -248,7 +259,7 @@ class L2CAFExplainer(BaseExplainer):
         **BaseExplainer._parameter_constraints,
         "objective": [StrOptions({"class-oblivious", "class-specific"})],
         "variant": [StrOptions({"fast", "vanilla"})],
-        "solver": [StrOptions({"auto", "exact", "adam", "lbfgs"})],
+        "solver": [StrOptions({"auto", "exact", "adam", "lbfgs", "adam-lbfgs"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "check_every": [Interval(Integral, 1, None, closed="left")],
@@ -355,9 +366,9 @@ class L2CAFExplainer(BaseExplainer):
                     "solver='exact' optimizes through the head only; it cannot be combined "
                     "with variant='vanilla'. Use solver='adam' or 'auto'."
                 )
-            self.solver_ = "lbfgs" if self.solver == "lbfgs" else "adam"
+            self.solver_ = "adam-lbfgs" if self.solver == "auto" else self.solver
             return
-        if self.solver in ("adam", "lbfgs"):
+        if self.solver in ("adam", "lbfgs", "adam-lbfgs"):
             self.solver_ = self.solver
             return
         outputs = self._probe(bound, a, context)
@@ -369,7 +380,7 @@ class L2CAFExplainer(BaseExplainer):
                 f"pooling then linear layers) after layer={self.layer!r}; this one is not "
                 f"(relative residual {residual.max():.2g}). Use solver='adam' or 'auto'."
             )
-        self.solver_ = "exact" if affine else "adam"
+        self.solver_ = "exact" if affine else "adam-lbfgs"
 
     def _probe(self, bound: Any, a: Any, context: tuple) -> np.ndarray:
         """Head outputs (n, n_probes, d) at :func:`_sphere.affine_probes`."""
@@ -435,14 +446,28 @@ class L2CAFExplainer(BaseExplainer):
             f0_np, dead = self._live_start(
                 bound, problem, self._initial_filters(todo.size, spatial, rng), bound.take(a, sel)
             )
-            if self.solver_ != "lbfgs":
+            options = LBFGSOptions(max_eval=self.max_iter, angle_tol=float(np.sqrt(self.tol)))
+            if self.solver_ == "lbfgs":
+                vg = self._lbfgs_parts(bound, vanilla)
+                result = minimize_rows_lbfgs(bound, problem, f0_np, options, vg)
+            elif self.solver_ == "adam-lbfgs":
+                _, step = self._solver_parts(bound, vanilla)
+                vg = self._lbfgs_parts(bound, vanilla)
+                warm = replace(options, first_angle=_WARM_FIRST_ANGLE, max_angle=_WARM_MAX_ANGLE)
+                result = minimize_rows_adam_lbfgs(
+                    bound,
+                    problem,
+                    bound.asarray(f0_np),
+                    self._schedule(),
+                    _WARM_ITER[self.objective],
+                    warm,
+                    step,
+                    vg,
+                )
+            else:  # "adam", and the rows where the exact solver's check failed
                 _, step = self._solver_parts(bound, vanilla)
                 f0 = bound.asarray(f0_np)
                 result = minimize_rows(bound, problem, f0, self._schedule(), step=step)
-            else:
-                options = LBFGSOptions(max_eval=self.max_iter, angle_tol=float(np.sqrt(self.tol)))
-                vg = self._lbfgs_parts(bound, vanilla)
-                result = minimize_rows_lbfgs(bound, problem, f0_np, options, vg)
             filters[todo] = result.params
             n_iter[todo] = result.n_iter
             if not result.converged.all():

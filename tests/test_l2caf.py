@@ -184,14 +184,14 @@ def test_exact_and_adam_agree_on_an_affine_head(factory, objective, kit):
     assert (cosine(e.maps, a.maps) > 0.999).all()
 
 
-def test_auto_falls_back_to_adam_on_a_non_affine_head(kit):
+def test_auto_falls_back_to_adam_lbfgs_on_a_non_affine_head(kit):
     X = images(2, 8)
     ex = L2CAF(kit, model=mlp_head_cnn(), layer="relu2").fit(X)
-    assert ex.solver_ == "adam"
+    assert ex.solver_ == "adam-lbfgs"
     with pytest.raises(ValueError, match="affine"):
         L2CAF(kit, model=mlp_head_cnn(), layer="relu2", solver="exact").fit(X)
     # Layers before the last ReLU of tiny_cnn are not affine either.
-    assert L2CAF(kit, model=tiny_cnn(), layer="conv2").fit(X).solver_ == "adam"
+    assert L2CAF(kit, model=tiny_cnn(), layer="conv2").fit(X).solver_ == "adam-lbfgs"
     with pytest.raises(ValueError, match="vanilla"):
         L2CAF(kit, model=tiny_cnn(), layer="relu2", solver="exact", variant="vanilla").fit(X)
 
@@ -390,7 +390,7 @@ def test_exact_fast_equals_vanilla_adam_on_the_affine_head(objective, kit):
         max_iter=3000,
         tol=1e-10,
     ).fit(X)
-    assert vanilla.solver_ == "adam"
+    assert vanilla.solver_ == "adam-lbfgs"
     assert (cosine(exact.explain(X).maps, vanilla.explain(X).maps) > 0.999).all()
 
 
