@@ -120,6 +120,12 @@ def main() -> None:
     parser.add_argument(
         "--no-cache", action="store_true", help="recompute the 1000-iteration reference maps"
     )
+    parser.add_argument(
+        "--objectives",
+        nargs="*",
+        default=["class-oblivious", "class-specific"],
+        choices=["class-oblivious", "class-specific"],
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,7 +134,21 @@ def main() -> None:
     net = efficientnet_lite0()
     layer, pre = EFFICIENTNET_LITE0_LAYER, EFFICIENTNET_LITE0_PREACTIVATION_LAYER
     X = _images(args.batch)
-    rows: list[tuple[str, float, float, str]] = []
+    print(
+        f"EfficientNet-Lite0, Grad-CAM at `{layer}`, batch {args.batch}, 224x224, CPU "
+        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+        f"torch {torch.__version__}; best of {args.repeats} runs.\n"
+    )
+    print("| method | ms/image | ratio to our Grad-CAM at the same layer | notes |")
+    print("|---|---:|---:|---|", flush=True)
+
+    class _Rows(list):  # each row printed as soon as it is measured (long runs)
+        def append(self, row: tuple[str, float, float, str]) -> None:
+            name, t, t_base, note = row
+            print(f"| {name} | {1000 * t / len(X):.1f} | {t / t_base:.2f} | {note} |", flush=True)
+            super().append(row)
+
+    rows = _Rows()
 
     ours = GradCAMExplainer(model=net, layer=layer, batch_size=args.batch).fit(X[:1])
     t_ours = _time(lambda: ours.transform(X), args.repeats)
@@ -162,7 +182,7 @@ def main() -> None:
         settings.append((at, "fast, defaults", {}, args.repeats))
         settings.append((at, "fast, solver='lbfgs'", {"solver": "lbfgs"}, args.repeats))
     references: dict = {}
-    for objective in ("class-oblivious", "class-specific"):
+    for objective in args.objectives:
         for at, label, params, repeats in settings:
             if (at, objective) not in references:
                 references[at, objective] = _reference(net, X, at, objective, not args.no_cache)
@@ -194,16 +214,6 @@ def main() -> None:
                 names = sorted({w.category.__name__ for w in caught})
                 note += f"; warned ({', '.join(names)})"
             rows.append((f"L2-CAF {objective}, {label}", t, t_base, note))
-
-    print(
-        f"EfficientNet-Lite0, Grad-CAM at `{layer}`, batch {args.batch}, 224x224, CPU "
-        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-        f"torch {torch.__version__}; best of {args.repeats} runs.\n"
-    )
-    print("| method | ms/image | ratio to our Grad-CAM at the same layer | notes |")
-    print("|---|---:|---:|---|")
-    for name, t, t_base, note in rows:
-        print(f"| {name} | {1000 * t / len(X):.1f} | {t / t_base:.2f} | {note} |")
 
 
 if __name__ == "__main__":
