@@ -4,12 +4,12 @@ The class-oblivious loss at a layer inside the network has several local optima 
 the same loss; which one a solver reaches depends on its first steps. The authors' Adam
 (learning rate 0.5 at the start) takes large, sign-like steps and settles into its basin
 within its first 100-150 iterations (on EfficientNet-Lite0's ``_blocks.10``), then spends
-hundreds more creeping to the bottom of it with a slowly decaying rate. Riemannian L-BFGS started from Adam's point reaches the
-same bottom in a few evaluations, but from the uniform start it can walk into another
-basin. So: the first ``warm_iter`` iterations of the authors' Adam (exactly those of
-``solver="adam"``, same schedule over ``max_iter``), then L-BFGS with short first steps
-(so that it stays in the basin Adam chose) until a step turns the filter by less than its
-``angle_tol``.
+hundreds more creeping to the bottom of it with a slowly decaying rate. Riemannian L-BFGS
+started from Adam's point reaches the same bottom in a few evaluations, but from the
+uniform start it can walk into another basin. So: the first ``warm_iter`` iterations of
+the authors' Adam (exactly those of ``solver="adam"``, same schedule over ``max_iter``),
+then L-BFGS with short first steps (so that it stays in the basin Adam chose) until a step
+turns the filter by less than its ``angle_tol``.
 
 Host synchronisations per batch: Adam's stretch reads the host at its checks only (after
 iteration 1, every ``check_every`` and ``warm_iter``); L-BFGS reads the losses and

@@ -21,10 +21,10 @@ from ._lbfgs import LBFGSOptions, ValueAndGrad, minimize_rows_lbfgs
 # solver="adam-lbfgs": Adam iterations before L-BFGS, per objective, and L-BFGS's first and
 # largest turns (radians), small so that it stays in the basin Adam's first steps chose.
 # The iterations are the fewest of those tried after which L-BFGS ended where 1000 Adam
-# iterations end (map correlation >= 0.99 on every image) on EfficientNet-Lite0's _blocks.10
-# and the test networks; fewer leave some images in another basin (class-oblivious, _blocks.10: 0.87
-# after 20, 0.96 after 50, 0.97 after 100; see benchmarks/README.md, "L2-CAF inside the
-# network").
+# iterations end (map correlation >= 0.99 on every image) on EfficientNet-Lite0's
+# _blocks.10 and the test networks; fewer leave some images in another basin
+# (class-oblivious, _blocks.10: 0.87 after 20, 0.96 after 50, 0.97 after 100; see
+# benchmarks/README.md, "L2-CAF inside the network").
 _WARM_ITER = {"class-oblivious": 150, "class-specific": 100}
 _WARM_FIRST_ANGLE = 0.05
 _WARM_MAX_ANGLE = 0.2
