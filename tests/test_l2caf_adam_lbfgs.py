@@ -62,6 +62,7 @@ def test_the_warm_start_is_the_authors_adam_over_max_iter(objective, kit, monkey
         solver="adam-lbfgs",
         init=START,
         max_iter=max_iter,
+        tol=0,  # no row stops at Adam's loss checks (iterations 51, 101) before the end
         learning_rate=LR,
         final_learning_rate=FINAL,
     )
@@ -117,4 +118,7 @@ def test_torch_keras_parity_at_a_non_affine_layer_with_the_default():
         e_tf = L2CAFExplainer(model=keras_twin(net), **params).fit(nhwc)
         assert e_torch.solver_ == e_tf.solver_ == "adam-lbfgs"
         a, b = e_torch.explain(X), e_tf.explain(nhwc)
-        assert_array_less(np.abs(a.heatmaps - b.heatmaps).max(), 1e-3)
+        # 150 Adam iterations then L-BFGS's host-side decisions amplify float32 rounding
+        # of the two frameworks' kernels a little more than Adam alone does (1e-3 there).
+        assert_array_less(np.abs(a.heatmaps - b.heatmaps).max(), 5e-3)
+        assert (correlation(a.maps, b.maps) > 0.9999).all()
