@@ -121,12 +121,14 @@ def fori_loop(bound: Any, n: Any, body: Callable[[Any, tuple], tuple], init: tup
     return carry
 
 
-def check_points(schedule: AdamSchedule) -> list[int]:
+def check_points(schedule: AdamSchedule, stop_after: int | None = None) -> list[int]:
     """The iterations after which the loop checks convergence: 1, 1 + d, 1 + 2d, ... and
-    ``max_iter`` (``d = check_every``)."""
-    points = list(range(1, schedule.max_iter + 1, max(int(schedule.check_every), 1)))
-    if points[-1] != schedule.max_iter:
-        points.append(schedule.max_iter)
+    ``max_iter`` (``d = check_every``); with ``stop_after``, those before it and
+    ``stop_after`` itself, the last."""
+    last = schedule.max_iter if stop_after is None else min(stop_after, schedule.max_iter)
+    points = [t for t in range(1, last + 1, max(int(schedule.check_every), 1))]
+    if points[-1] != last:
+        points.append(last)
     return points
 
 
@@ -157,6 +159,7 @@ def minimize_rows(
     x0: Any,
     schedule: AdamSchedule,
     step: Callable[..., Any] | None = None,
+    stop_after: int | None = None,
 ) -> RowsResult:
     """Minimize each row of ``problem`` from ``x0`` (a tensor on ``bound``'s device).
 
@@ -164,6 +167,9 @@ def minimize_rows(
     that explain many batches pass the same one every time (so it is traced once). By
     default one is made and compiled here. The iterations between two convergence checks
     run as one call of it: the host waits on the device only at the checks.
+    ``stop_after`` ends every row after that many iterations of the schedule (its first
+    ones, unchanged: a warm start on the schedule's own trajectory); rows stopped there
+    are not ``converged`` unless the convergence test passed.
     """
     if step is None:
         step = compiled(bound, AdamSteps(bound, problem.loss_fn, schedule))
@@ -189,11 +195,12 @@ def minimize_rows(
         dtype=np.float32,
     )
     start = 0  # iterations done
-    for t in check_points(schedule):
+    points = check_points(schedule, stop_after)
+    for t in points:
         sizes = bound.asarray(step_sizes[start:t])
         loss, x, m1, m2 = step(x, m1, m2, sizes, t - start, *problem.args)
         start = t
-        last = t == schedule.max_iter
+        last = t == points[-1]
         current = bound.to_numpy(loss).astype(np.float64)
         if previous is None:
             done = np.zeros(rows.size, dtype=bool)

@@ -32,7 +32,8 @@ N_CLASSES = 1000
 METHOD_SLUGS = ("l2caf-class-oblivious", "l2caf-class-specific", "gradcam")
 
 #: Columns of ``results.csv``, in order. ``solver`` is ``exact`` (closed form, so
-#: ``n_iter`` is 0) or ``adam`` for L2-CAF rows, empty for Grad-CAM (no iterations).
+#: ``n_iter`` is 0), ``adam`` or ``adam-lbfgs`` (a layer whose head is not affine) for
+#: L2-CAF rows, empty for Grad-CAM (no iterations).
 RESULT_COLUMNS = (
     "image",
     "method",

@@ -184,14 +184,14 @@ def test_exact_and_adam_agree_on_an_affine_head(factory, objective, kit):
     assert (cosine(e.maps, a.maps) > 0.999).all()
 
 
-def test_auto_falls_back_to_adam_on_a_non_affine_head(kit):
+def test_auto_falls_back_to_adam_lbfgs_on_a_non_affine_head(kit):
     X = images(2, 8)
     ex = L2CAF(kit, model=mlp_head_cnn(), layer="relu2").fit(X)
-    assert ex.solver_ == "adam"
+    assert ex.solver_ == "adam-lbfgs"
     with pytest.raises(ValueError, match="affine"):
         L2CAF(kit, model=mlp_head_cnn(), layer="relu2", solver="exact").fit(X)
     # Layers before the last ReLU of tiny_cnn are not affine either.
-    assert L2CAF(kit, model=tiny_cnn(), layer="conv2").fit(X).solver_ == "adam"
+    assert L2CAF(kit, model=tiny_cnn(), layer="conv2").fit(X).solver_ == "adam-lbfgs"
     with pytest.raises(ValueError, match="vanilla"):
         L2CAF(kit, model=tiny_cnn(), layer="relu2", solver="exact", variant="vanilla").fit(X)
 
@@ -293,7 +293,7 @@ def test_maps_are_unit_filters_and_heatmaps_float32_in_unit_interval(
     assert quiet(ex.transform, X).shape == ((n, k, h, w) if k > 1 else (n, h, w))
 
 
-@pytest.mark.parametrize(("layer", "solver"), [("relu2", "exact"), ("conv2", "adam")])
+@pytest.mark.parametrize(("layer", "solver"), [("relu2", "exact"), ("conv2", "adam-lbfgs")])
 def test_explain_images_of_another_size_than_fit(layer, solver, kit):
     # explain() accepts any spatial size (only the channels must match fit) and Grad-CAM
     # follows it; L2-CAF's filter must take the layer's spatial shape of the new images.
@@ -335,7 +335,7 @@ def test_heatmaps_are_resized_to_the_input(layer, n, h, w, seed, kit):
 
 
 @pytest.mark.parametrize(
-    ("layer", "solver"), [("conv1", "adam"), ("conv2", "adam"), ("relu2", "exact")]
+    ("layer", "solver"), [("conv1", "adam-lbfgs"), ("conv2", "adam-lbfgs"), ("relu2", "exact")]
 )
 @pytest.mark.parametrize("objective", ["class-oblivious", "class-specific"])
 def test_batched_equals_one_by_one(layer, solver, objective, kit):
@@ -355,7 +355,7 @@ def test_batched_equals_one_by_one(layer, solver, objective, kit):
             # The relative-loss test can flip at one check and not the next where the loss
             # plateaus: stopping points differ by a few checks, the filters do not.
             assert (np.abs(part.n_iter - e.n_iter) <= 3 * ex.check_every).all()
-            # Adam amplifies float32 rounding of batch-size-dependent kernels in cells
+            # The solvers amplify float32 rounding of batch-size-dependent kernels in cells
             # whose gradient is ~0; the filters agree to optimizer noise.
             assert (cosine(part.maps, e.maps) > 0.9999).all()
             assert_allclose(part.maps, e.maps, atol=1e-2)
@@ -390,7 +390,7 @@ def test_exact_fast_equals_vanilla_adam_on_the_affine_head(objective, kit):
         max_iter=3000,
         tol=1e-10,
     ).fit(X)
-    assert vanilla.solver_ == "adam"
+    assert vanilla.solver_ == "adam-lbfgs"
     assert (cosine(exact.explain(X).maps, vanilla.explain(X).maps) > 0.999).all()
 
 

@@ -22,8 +22,10 @@ START = np.random.default_rng(3).uniform(0.2, 1.0, size=(6, 6)).astype(np.float3
 LR, FINAL = 0.5, 1e-3
 
 
-def torch_adam(net, objective, n_iter, final=FINAL, normalize=True):
-    """The reference trajectory: plain torch, torch.optim.Adam and a LambdaLR schedule."""
+def torch_adam(net, objective, n_iter, final=FINAL, normalize=True, horizon=None):
+    """The reference trajectory: plain torch, torch.optim.Adam and a LambdaLR schedule,
+    the learning rate decaying over ``horizon`` iterations (default ``n_iter``)."""
+    horizon = n_iter if horizon is None else horizon
     with torch.no_grad():
         x = torch.as_tensor(X)
         a = net.relu2(net.conv2(net.relu1(net.conv1(x))))
@@ -33,7 +35,7 @@ def torch_adam(net, objective, n_iter, final=FINAL, normalize=True):
     opt = torch.optim.Adam([f], lr=LR)  # betas (0.9, 0.999), eps 1e-8: the defaults
 
     def rate(step):  # multiplier of LR at iteration step + 1 (LambdaLR counts from 0)
-        return (LR + (final - LR) * step / max(n_iter - 1, 1)) / LR
+        return (LR + (final - LR) * step / max(horizon - 1, 1)) / LR
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     weights = 1 - 2 * torch.nn.functional.one_hot(z0.argmax(1), z0.shape[1]).float()

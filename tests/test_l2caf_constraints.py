@@ -363,7 +363,7 @@ def test_batched_equals_one_by_one(constraint, kit):
 
 
 # -- The default is today's L2-CAF ------------------------------------------------------------
-@pytest.mark.parametrize("solver", ["exact", "adam", "lbfgs"])
+@pytest.mark.parametrize("solver", ["exact", "adam", "lbfgs", "adam-lbfgs"])
 def test_l2_constraint_is_the_default_bit_for_bit(solver, kit):
     A, model, M = linear_problem(seed=1, n=4, d=6)
     targets = np.array([0, 3, 5, 2])
@@ -383,7 +383,7 @@ def test_l2_constraint_is_the_default_bit_for_bit(solver, kit):
 
 
 # -- Errors ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("solver", ["exact", "lbfgs"])
+@pytest.mark.parametrize("solver", ["exact", "lbfgs", "adam-lbfgs"])
 @pytest.mark.parametrize("constraint", ["softmax", "gaussian"])
 def test_sphere_solvers_reject_other_constraints(solver, constraint):
     ex = L2CAFExplainer(model=tiny_cnn(), layer="relu2", constraint=constraint, solver=solver)

@@ -95,7 +95,9 @@ def test_a_dead_start_is_restarted_on_the_strongest_cells(objective, solver, kit
     for i in range(len(X)):
         by_hand = make_explainer(kit, L2CAFExplainer, **params, init=starts[i])
         ref = by_hand.fit(X[i : i + 1]).explain(X[i : i + 1])
-        np.testing.assert_allclose(e.maps[i], ref.maps[0], atol=1e-5)
+        # L-BFGS (the default's second phase) may stop a step earlier or later in a batch
+        # than alone, where float32 rounding flips its stopping test near the end.
+        np.testing.assert_allclose(e.maps[i], ref.maps[0], atol=1e-5 if solver == "adam" else 1e-3)
 
 
 @pytest.mark.parametrize("solver", ["adam", "auto"])

@@ -250,8 +250,10 @@ def _run(args: argparse.Namespace) -> int:
                     solver = ""  # Grad-CAM does not iterate: empty cells, not a misleading 0
                     if n_iter is not None:
                         iters = int(n_iter[i, rank])
-                        exact = method.estimator.solver_ == "exact" and iters == 0
-                        solver = "exact" if exact else "adam"
+                        fitted = method.estimator.solver_
+                        exact = fitted == "exact" and iters == 0
+                        # Rows the exact solver could not take went to Adam.
+                        solver = "exact" if exact else "adam" if fitted == "exact" else fitted
                     rows.append(
                         {
                             "image": name,
