@@ -183,7 +183,7 @@ def test_auto_picks_exact_for_linear_fusion_but_not_for_an_lstm():
     # Filtering one frame moves an LSTM clip's output by little: a head that is nearly,
     # not exactly, affine must not be solved in closed form.
     lstm = L2CAFExplainer(model=LSTMClip().eval(), layer="cnn.relu2", frame_axis=1).fit(X)
-    assert lstm.solver_ == "adam"
+    assert lstm.solver_ == "adam-lbfgs"
     with pytest.raises(ValueError, match="affine"):
         L2CAFExplainer(
             model=LSTMClip().eval(), layer="cnn.relu2", frame_axis=1, solver="exact"
