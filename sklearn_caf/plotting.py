@@ -693,6 +693,7 @@ def plot_model_randomization(
     Returns
     -------
     figure : matplotlib.figure.Figure
+        A new figure, one row of maps per method and image.
 
     Examples
     --------
@@ -812,6 +813,7 @@ def plot_deletion_insertion(results: Any, *, axes: Any = None) -> Any:
     Returns
     -------
     figure : matplotlib.figure.Figure
+        The figure with the two panels (the one of ``axes``, or a new one).
 
     Examples
     --------
