@@ -487,9 +487,12 @@ def test_every_split_method_gives_the_same_maps():
                 warnings.simplefilter("error", EfficiencyWarning)  # chosen, so no warning
                 maps[split, make] = explainer.fit(X).explain(X).maps
             assert explainer.split_ == split
-    for make in (GradCAMExplainer, L2CAFExplainer):
-        assert_allclose(maps["export", make], maps["fx", make], rtol=1e-5, atol=1e-6)
-        assert_allclose(maps["hooks", make], maps["fx", make], rtol=1e-5, atol=1e-6)
+    # The traced splits fold the batch norms into the convolutions (_fold.py), the hooks
+    # run the model as written: the same maps up to float32 rounding, which L2-CAF's
+    # iterations carry a little further than Grad-CAM's single backward pass.
+    for make, atol in ((GradCAMExplainer, 1e-6), (L2CAFExplainer, 1e-4)):
+        assert_allclose(maps["export", make], maps["fx", make], rtol=1e-5, atol=atol)
+        assert_allclose(maps["hooks", make], maps["fx", make], rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("split", ["fx", "export"])

@@ -23,7 +23,10 @@ class TorchBackend:
     flow on tensor values, ``.item()``), forward hooks on the real model, as Captum does,
     with an ``EfficiencyWarning``: the hooks' head reruns the model from its input. The
     fitted explainer's ``split_`` says which was used. In-place operations (``ReLU(inplace=
-    True)``) are safe in every case.
+    True)``) are safe in every case. A traced split runs each ``convolution -> batch norm``
+    pair as one convolution with folded weights (eval mode makes them affine), with
+    channels-last activations on the CPU where the model allows it; the model's own tensors
+    are never changed.
 
     Parameters
     ----------

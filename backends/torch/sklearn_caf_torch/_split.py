@@ -36,6 +36,8 @@ import torch
 from torch import fx
 from torch.utils import _pytree as pytree
 
+from ._fold import fold_batch_norms
+
 
 class TraceFailure(Exception):
     """A tracer could not split the model; the message says why (shown in the fallback
@@ -196,10 +198,24 @@ class GraphSplit:
         # which costs as much as a small head.
         self._trunk_mutates = _graph_mutates(trunk)
         self._head_mutates = _graph_mutates(head)
+        self.channels_last = False
+
+    def folded(self, channels_last: bool) -> GraphSplit | None:
+        """This split with its batch norms folded into the convolutions before them (and
+        4-D activations in channels-last order if asked); ``None`` when nothing folds."""
+        trunk = fold_batch_norms(self._trunk, channels_last) or self._trunk
+        head = fold_batch_norms(self._head, channels_last) or self._head
+        if trunk is self._trunk and head is self._head:
+            return None
+        split = GraphSplit(trunk, head, self.method, self._out_spec)
+        split.channels_last = channels_last
+        return split
 
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         if self._trunk_mutates:
             x = x.clone()  # vanilla L2-CAF runs the trunk again on the same input
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         # ``forward`` rather than ``__call__``: a GraphModule's __call__ prints torch.fx's own
         # traceback to stderr before re-raising; the caller reports errors its own way.
         try:
@@ -217,6 +233,8 @@ class GraphSplit:
     def head(self, a: torch.Tensor, context: tuple, like: torch.Tensor) -> Any:
         if self._head_mutates:
             a, context = a.clone(), tuple(_clone(c) for c in context)
+        if self.channels_last and a.dim() == 4:
+            a = a.contiguous(memory_format=torch.channels_last)
         out = self._head.forward(a, *context, like)
         if self._out_spec is not None:
             out = pytree.tree_unflatten(list(out), self._out_spec)
