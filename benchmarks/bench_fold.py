@@ -11,8 +11,9 @@ fx split in one run, forced by replacing the binding's choice:
 
 For each: the trunk (input -> layer), one evaluation of the head with its gradient (what
 every iteration of L2-CAF costs), Grad-CAM, and L2-CAF (fast, default solver), with the
-largest difference of their maps from the traced graph's. Ratios are to the traced graph
-in the same run. Run from the repository root:
+largest difference of their maps from the traced graph's (L2-CAF: the worst image's
+correlation, and the head evaluations its filters took, summed over the batch). Ratios
+are to the traced graph in the same run. Run from the repository root:
 
     MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000 \\
         python benchmarks/bench_fold.py
@@ -91,14 +92,14 @@ def main() -> None:
                 "gradcam": _time(lambda e=gradcam: e.transform(X), args.repeats),
                 "l2caf": _time(lambda e=l2caf: e.transform(X), max(1, args.repeats - 3)),
             }
-            maps = {
-                "gradcam": gradcam.explain(X).maps[:, 0],
-                "l2caf": l2caf.explain(X).maps[:, 0],
-            }
+            explanation = l2caf.explain(X)
+            maps = {"gradcam": gradcam.explain(X).maps[:, 0], "l2caf": explanation.maps[:, 0]}
+            evaluations = int(np.sum(explanation.n_iter))
             base = base or {"times": times, "maps": maps}
             diff = np.abs(maps["gradcam"] - base["maps"]["gradcam"]).max()
             corr = _correlation(maps["l2caf"], base["maps"]["l2caf"]).min()
-            rows.append((layer, name, times, base["times"], l2caf.solver_, diff, corr))
+            solver = f"{l2caf.solver_}, {evaluations} evaluations"
+            rows.append((layer, name, times, base["times"], solver, diff, corr))
 
     print(
         f"EfficientNet-Lite0, batch {args.batch}, 224x224, CPU "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._validation import check_images, check_targets
+from ._warnings import caller_stacklevel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,7 +149,7 @@ def _warn_if_probabilities(outputs: np.ndarray) -> None:
             "probabilities, and deletion/insertion take a softmax of them. Explain the logits "
             "(the layer before the softmax; output= selects a model output).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
 
 

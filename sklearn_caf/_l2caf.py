@@ -1,8 +1,7 @@
-"""L2-CAF: the unit-L2-norm constrained attention filter (Taha et al., ECCV 2020 workshops)."""
+"""L2-CAF: the unit-L2-norm constrained attention filter (Taha et al., ECCV 2020)."""
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
@@ -18,6 +17,7 @@ from ._adam_lbfgs import minimize_rows_adam_lbfgs
 from ._base import BaseExplainer, _spatial_axes
 from ._frames import FrameRows
 from ._lbfgs import LBFGSOptions, ValueAndGrad, minimize_rows_lbfgs
+from ._warnings import caller_stacklevel
 
 # solver="adam-lbfgs": Adam iterations before L-BFGS, per objective, and L-BFGS's first and
 # largest turns (radians), small so that it stays in the basin Adam's first steps chose.
@@ -58,17 +58,6 @@ def _filter_shape(bound: Any, a: Any) -> tuple[int, ...]:
     return tuple(int(a.shape[ax]) for ax in _spatial_axes(len(a.shape), bound.channel_axis))
 
 
-def _caller_stacklevel() -> int:
-    """Stack level of the first frame outside sklearn-caf and scikit-learn, for warnings."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
-        "sklearn_caf",
-        "sklearn",
-    ):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def _cell_grid(spatial: tuple[int, ...]) -> np.ndarray:
     """``(1, N, *spatial)``: every cell's coordinate along each of the N spatial axes, in
     cells (0 at the first cell's centre)."""
@@ -98,10 +87,12 @@ def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
-def _frame_residual(outputs: np.ndarray, jac: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _effect_residual(outputs: np.ndarray, jac: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`_sphere.fit_affine`'s residual measured against how far the probes move the
-    output rather than against the output: filtering one frame of a clip moves its output
-    by a small part of its size, so a recurrent head would pass for affine otherwise."""
+    output rather than against the output: where the output carries a large part the
+    filter does not touch (a skip connection around the layer, a constant offset, the
+    other frames of a clip), a head that is not affine would pass for affine otherwise,
+    and the closed form would return a wrong filter."""
     n_cells = jac.shape[2]
     checks = _sphere.affine_probes(n_cells)[1 + n_cells :].astype(np.float64)
     moved = np.einsum("ndp,kp->nkd", jac, checks)
@@ -579,9 +570,8 @@ class L2CAFExplainer(BaseExplainer):
             self.solver_ = self.solver
             return
         outputs = self._probe(bound, a, context)
-        jac, b, residual = _sphere.fit_affine(outputs)
-        if self._frames().n_frames:
-            residual = _frame_residual(outputs, jac, b)
+        jac, b, _ = _sphere.fit_affine(outputs)
+        residual = _effect_residual(outputs, jac, b)
         affine = bool(residual.max() <= _sphere.AFFINE_RTOL)
         if self.solver == "exact" and not affine:
             raise ValueError(
@@ -742,7 +732,7 @@ class L2CAFExplainer(BaseExplainer):
                     f"{int((~result.converged).sum())} of {todo.size} filters; increase "
                     f"max_iter or tol.",
                     ConvergenceWarning,
-                    stacklevel=_caller_stacklevel(),
+                    stacklevel=caller_stacklevel(),
                 )
         if self.constraint == "l2":
             axes = tuple(range(1, filters.ndim))
@@ -873,7 +863,7 @@ class L2CAFExplainer(BaseExplainer):
             f"(init='normal' with a random_state, or an init array), or "
             f"objective='class-specific'.",
             DeadFilterWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
 
     def _solve_exact(self, bound, a, context, out, rows, targets):
@@ -881,10 +871,8 @@ class L2CAFExplainer(BaseExplainer):
         spatial = _filter_shape(bound, a)
         n_cells = int(np.prod(spatial))
         outputs = self._probe(bound, a, context)
-        jac, b, residual = _sphere.fit_affine(outputs)
-        frames = self._frames().n_frames is not None
-        if frames:
-            residual = _frame_residual(outputs, jac, b)
+        jac, b, _ = _sphere.fit_affine(outputs)
+        residual = _effect_residual(outputs, jac, b)
         jac_rows, b_rows = jac[rows], b[rows]
         if self.objective == "class-oblivious":
             target = bound.to_numpy(out).astype(np.float64) - b
@@ -898,9 +886,9 @@ class L2CAFExplainer(BaseExplainer):
         # Verify at the solution itself: a head affine at the probes but not here
         # (a ReLU that switches, say) falls back to gradient descent for that row.
         actual = bound.to_numpy(self._unit_head(bound, a, context, rows, bound.asarray(f)))
-        predicted = np.einsum("ndp,np->nd", jac_rows, f.reshape(rows.size, n_cells)) + b_rows
-        if frames:  # against the filter's effect, as in _frame_residual
-            predicted, actual = predicted - b_rows, actual - b_rows
+        # Against the filter's effect, as in _effect_residual.
+        predicted = np.einsum("ndp,np->nd", jac_rows, f.reshape(rows.size, n_cells))
+        actual = actual - b_rows
         # A head whose output does not depend on the filter at all (every unit after it
         # switched off) makes every filter optimal: such rows go to the iterative path,
         # which restarts or warns (see _live_start).

@@ -348,3 +348,63 @@ def test_keras_interception_is_per_thread():
     assert not np.array_equal(seen["patched"], expected)
     assert not np.array_equal(seen["nested"], seen["patched"])
     assert "call" not in vars(model.c2)
+
+
+def test_torch_heads_see_their_own_threads_input_shape():
+    """A head that reads the input's size (here: upsampling back to it) gets the size of
+    its own thread's images, even when another thread binds images of another size in
+    between: the stand-in input is kept per thread."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.nn import functional as F
+
+    from sklearn_caf_torch._bound import TorchBoundModel
+
+    class UpsampleToInput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            a = self.conv(x)
+            up = F.interpolate(a, size=x.shape[-2:], mode="nearest")
+            # The upsampled map's border rows weigh the output: a wrong size changes it.
+            return self.fc(up[:, :, -1, :].mean(2) * up.shape[-1])
+
+    torch.manual_seed(0)
+    model = UpsampleToInput().eval()
+    bound = TorchBoundModel(model, layer="conv", output=None, device="cpu")
+    small, large = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 12, 12)
+    b_bound, a_may_go = threading.Event(), threading.Event()
+    got, errors = {}, []
+
+    def first():
+        try:
+            with bound:
+                a, context = bound.trunk(small)
+                a_may_go.set()
+                b_bound.wait(10)
+                got["small"] = bound.head(a, context)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    def second():
+        try:
+            a_may_go.wait(10)
+            with bound:
+                bound.trunk(large)
+            b_bound.set()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    with torch.no_grad():
+        expected = model(small)
+    torch.testing.assert_close(got["small"], expected)

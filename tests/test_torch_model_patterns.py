@@ -327,9 +327,10 @@ def test_layer_run_twice_is_a_clear_error(cls):
 
 
 def test_fallback_warning_names_the_reasons():
-    with pytest.warns(EfficiencyWarning, match=r"torch\.fx: TraceError.*torch\.export: "):
+    with pytest.warns(EfficiencyWarning, match=r"torch\.fx: TraceError.*torch\.export: ") as w:
         explainer = GradCAMExplainer(model=_build(ItemBranch), layer="conv2").fit(_images())
     assert explainer.split_ == "hooks"
+    assert w[0].filename == __file__  # it points at the user's line, not into the backend
 
 
 def test_hooks_fallback_pickles_and_keeps_explaining():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from sklearn.exceptions import EfficiencyWarning
 from torch.utils import _pytree as pytree
 
+from sklearn_caf._warnings import caller_stacklevel
 from sklearn_caf.backend import select_output
 
 from ._split import (
@@ -54,6 +56,26 @@ def _select_output(out: Any, output: Any) -> torch.Tensor:
     return out.reshape(out.shape[0], -1)
 
 
+class _PerThread:
+    """A value per thread; a copy (``copy.deepcopy`` of a fitted explainer) or an unpickled
+    one starts empty, as thread-local state neither copies nor pickles."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __deepcopy__(self, memo: dict) -> _PerThread:
+        return _PerThread()
+
+    def __reduce__(self) -> tuple:
+        return (_PerThread, ())
+
+    def get(self, default: Any) -> Any:
+        return getattr(self._local, "value", default)
+
+    def set(self, value: Any) -> None:
+        self._local.value = value
+
+
 class TorchBoundModel:
     """See :class:`sklearn_caf.backend.BoundModel`."""
 
@@ -83,6 +105,8 @@ class TorchBoundModel:
         self._failures: list[str] = []
         self._method = split
         self._split: Any = None
+        self._seen = _PerThread()
+        self._last_seen: tuple = ((), 1)
         # Trace in eval mode (``self.training`` branches are fixed at trace time), and while
         # no other thread runs a model (tracing patches torch.nn.Module; see _state.py).
         with tracing(), self:
@@ -149,7 +173,7 @@ class TorchBoundModel:
             f"variant is slower (Grad-CAM costs the same). The fitted explainer's split_ "
             f"attribute says which split is used.",
             EfficiencyWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
 
     def _fastest(self, split: Any, x: torch.Tensor) -> Any:
@@ -211,20 +235,23 @@ class TorchBoundModel:
 
     @torch.no_grad()
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        self._input_shape = tuple(x.shape[1:])
         if not self._verified:
             self._resolve_split(x)
         a, context = self._split.trunk(x)
         # A clip model's per-frame CNN gives T rows per input (the frames, flattened).
-        if x.shape[0] and a.shape[0] % x.shape[0] == 0:
-            self._rows_per_input = a.shape[0] // x.shape[0]
+        divides = x.shape[0] and a.shape[0] % x.shape[0] == 0
+        seen = (tuple(x.shape[1:]), a.shape[0] // x.shape[0] if divides else 1)
+        # Per thread: threads sharing this model may explain images of other sizes at once.
+        self._seen.set(seen)
+        self._last_seen = seen  # for a head called from a thread that ran no trunk
         return a, context
 
     def head(self, a: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        # A zero-strided stand-in for the input, for head code that reads its shape; one
-        # input per T rows of ``a`` for a clip model.
-        n = a.shape[0] // getattr(self, "_rows_per_input", 1)
-        like = torch.zeros((), device=a.device).expand(n, *self._input_shape)
+        # A zero-strided stand-in for the input, for head code that reads its shape (that
+        # of the input this thread's last trunk call saw); one input per T rows of ``a``
+        # for a clip model.
+        input_shape, rows_per_input = self._seen.get(self._last_seen)
+        like = torch.zeros((), device=a.device).expand(a.shape[0] // rows_per_input, *input_shape)
         return _select_output(self._split.head(a, context, like), self.output)
 
     def value_and_grad(
