@@ -5,7 +5,7 @@ on its running statistics is an affine map per channel, and a convolution follow
 is one convolution with scaled weights and a shifted bias. L2-CAF evaluates the head
 dozens to hundreds of times per batch: on EfficientNet-Lite0 at ``_blocks.10`` folding
 the 16 batch norms of the head, with activations in channels-last order on the CPU, makes
-one evaluation 1.4x cheaper, and the trunk 1.7x (``benchmarks/bench_split.py``).
+one evaluation 1.26x cheaper, and the trunk 1.47x (``benchmarks/bench_fold.py``).
 
 The user's model is never touched: a folded pair becomes a call of :class:`FoldedConvBN`,
 a module of the split's own graph that reads the user's tensors by name at every call and
@@ -67,24 +67,21 @@ class FoldedConvBN(torch.nn.Module):
         channels_last: bool,
     ):
         super().__init__()
-        # Kept out of the module tree: the root holds this module.
-        object.__setattr__(self, "_root", root)
         self.names, self.eps, self.dims = names, float(eps), dims
         self.conv_kwargs, self.channels_last = conv_kwargs, channels_last
+        # The module owning each tensor, found once (the root's tree does not change after
+        # tracing); the tensor itself is read at every call. A plain dict, so the owners
+        # stay out of this module's tree.
+        self._owners = {
+            key: _owner(root, name) for key, name in names.items() if name is not None
+        }
         # One tuple, replaced whole: threads sharing the split never see a torn entry.
         self._cache: tuple = ((), None, None)
 
-    def _tensor(self, key: str) -> torch.Tensor | None:
-        name = self.names[key]
-        if name is None:
-            return None
-        module_path, _, attr = name.rpartition(".")
-        owner = self._root.get_submodule(module_path) if module_path else self._root
-        return getattr(owner, attr)
-
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The folded weight and bias, recomputed when a source tensor changed."""
-        sources = {k: self._tensor(k) for k in self.names}
+        sources = {key: None for key in self.names}
+        sources.update({key: getattr(m, attr) for key, (m, attr) in self._owners.items()})
         try:
             key = tuple(
                 (k, id(t), t._version, t.device, t.dtype)
@@ -117,6 +114,11 @@ class FoldedConvBN(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.folded()
         return _CONVS[self.dims](x, w, b, **self.conv_kwargs)
+
+
+def _owner(root: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    module_path, _, attr = name.rpartition(".")
+    return (root.get_submodule(module_path) if module_path else root), attr
 
 
 def _attr_path(node: Any) -> str | None:
