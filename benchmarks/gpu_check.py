@@ -33,8 +33,12 @@ import warnings
 
 import numpy as np
 
-GRADCAM_ATOL = 1e-3
-L2CAF_MIN_CORR = 0.999
+# Rounding alone moves maps this far: on the CPU, changing only the accumulation order
+# (channels-last vs the default layout, benchmarks/bench_fold.py) flips one ReLU6 unit of
+# one photo at `_blocks.10` (Grad-CAM heatmap difference 2.1e-3) and moves the default
+# L2-CAF maps to correlation 0.9967. A device bug moves them by orders of magnitude more.
+GRADCAM_ATOL = 5e-3
+L2CAF_MIN_CORR = 0.99
 LAYERS = ("_head_relu6", "_blocks.10", "_blocks.15")
 
 

@@ -72,9 +72,7 @@ class FoldedConvBN(torch.nn.Module):
         # The module owning each tensor, found once (the root's tree does not change after
         # tracing); the tensor itself is read at every call. A plain dict, so the owners
         # stay out of this module's tree.
-        self._owners = {
-            key: _owner(root, name) for key, name in names.items() if name is not None
-        }
+        self._owners = {key: _owner(root, name) for key, name in names.items() if name is not None}
         # One tuple, replaced whole: threads sharing the split never see a torn entry.
         self._cache: tuple = ((), None, None)
 
