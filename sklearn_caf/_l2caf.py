@@ -268,8 +268,8 @@ class L2CAFExplainer(BaseExplainer):
         basin), then L-BFGS with short first steps down to the bottom of that basin:
         the optimum of 1000 Adam iterations (map correlation >= 0.99 on every image)
         with fewer head evaluations and a bounded count (on EfficientNet-Lite0's
-        ``_blocks.10``: 105 class-specific, 31x Grad-CAM, against Adam's 151-301 and
-        67x; 155-156 class-oblivious against 151-401). ``"auto"`` uses ``"exact"``
+        ``_blocks.10``: 104-106 class-specific, 30x Grad-CAM, against Adam's 151-201 and
+        53x; 155 class-oblivious, 58x, against 151-251 and 80x). ``"auto"`` uses ``"exact"``
         where the check passes, else ``"adam-lbfgs"``. ``"exact"``, ``"lbfgs"`` and
         ``"adam-lbfgs"`` need ``constraint="l2"`` (an error otherwise); ``"auto"`` uses
         ``"adam"`` for the other constraints.
