@@ -5,7 +5,7 @@ on its running statistics is an affine map per channel, and a convolution follow
 is one convolution with scaled weights and a shifted bias. L2-CAF evaluates the head
 dozens to hundreds of times per batch: on EfficientNet-Lite0 at ``_blocks.10`` folding
 the 16 batch norms of the head, with activations in channels-last order on the CPU, makes
-one evaluation 1.26x cheaper, and the trunk 1.47x (``benchmarks/bench_fold.py``).
+one evaluation about 1.25x cheaper, and the trunk 1.5-2x (``benchmarks/bench_fold.py``).
 
 The user's model is never touched: a folded pair becomes a call of :class:`FoldedConvBN`,
 a module of the split's own graph that reads the user's tensors by name at every call and
