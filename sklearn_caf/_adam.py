@@ -139,6 +139,25 @@ def compiled(bound: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @dataclass
+class MapSettle:
+    """End a row once its map has settled: every ``every`` iterations (from ``2 * every``),
+    when ``|x|`` correlates at ``tau`` or more with ``|x|`` ``every`` iterations earlier
+    (Pearson, over the row's cells). Used to leave the authors' Adam early in
+    ``solver="adam-lbfgs"`` (see ``benchmarks/study_adam_switch.py``)."""
+
+    every: int = 10
+    tau: float = 0.9995
+
+
+def _map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.abs(a.reshape(len(a), -1)).astype(np.float64)
+    b = np.abs(b.reshape(len(b), -1)).astype(np.float64)
+    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), 1.0)
+
+
+@dataclass
 class RowsResult:
     params: np.ndarray  # (m, ...) on the host
     loss: np.ndarray  # (m,) loss at the last check
@@ -160,6 +179,7 @@ def minimize_rows(
     schedule: AdamSchedule,
     step: Callable[..., Any] | None = None,
     stop_after: int | None = None,
+    settle: MapSettle | None = None,
 ) -> RowsResult:
     """Minimize each row of ``problem`` from ``x0`` (a tensor on ``bound``'s device).
 
@@ -169,7 +189,9 @@ def minimize_rows(
     run as one call of it: the host waits on the device only at the checks.
     ``stop_after`` ends every row after that many iterations of the schedule (its first
     ones, unchanged: a warm start on the schedule's own trajectory); rows stopped there
-    are not ``converged`` unless the convergence test passed.
+    are not ``converged`` unless the convergence test passed. ``settle`` also ends a row
+    (not ``converged``) once its map has settled; its checks read the rows' parameters on
+    the host every ``settle.every`` iterations.
     """
     if step is None:
         step = compiled(bound, AdamSteps(bound, problem.loss_fn, schedule))
@@ -196,19 +218,31 @@ def minimize_rows(
     )
     start = 0  # iterations done
     points = check_points(schedule, stop_after)
+    tests = set(points)  # the convergence test runs at these, |L_t - L_{t-d}| as before
+    if settle is not None:
+        points = sorted(tests | set(range(settle.every, points[-1], settle.every)))
+    earlier = None  # the rows' parameters at the previous settle check
     for t in points:
         sizes = bound.asarray(step_sizes[start:t])
         loss, x, m1, m2 = step(x, m1, m2, sizes, t - start, *problem.args)
         start = t
         last = t == points[-1]
-        current = bound.to_numpy(loss).astype(np.float64)
-        if previous is None:
-            done = np.zeros(rows.size, dtype=bool)
-        else:
-            done = _changed_little(current, previous, schedule.tol)
-        converged[rows[done]] = True
-        out_loss[rows] = current
-        previous = current
+        done = np.zeros(rows.size, dtype=bool)
+        if t in tests:
+            current = bound.to_numpy(loss).astype(np.float64)
+            if previous is not None:
+                done = _changed_little(current, previous, schedule.tol)
+            converged[rows[done]] = True
+            out_loss[rows] = current
+            previous = current
+        if settle is not None and t % settle.every == 0:
+            now = bound.to_numpy(x)
+            if earlier is not None:
+                settled = _map_correlation(now, earlier) >= settle.tau
+                if settled.any() and t not in tests:
+                    out_loss[rows[settled]] = bound.to_numpy(loss)[settled]
+                done |= settled
+            earlier = now
         if last:
             done[:] = True
         if done.any():
@@ -218,7 +252,9 @@ def minimize_rows(
             keep = np.flatnonzero(~done)
             if keep.size == 0:
                 break
-            rows, previous = rows[keep], previous[keep]
+            rows = rows[keep]
+            previous = None if previous is None else previous[keep]
+            earlier = None if earlier is None else earlier[keep]
             x, m1, m2 = (bound.take(v, keep) for v in (x, m1, m2))
             problem = problem.take(keep)
     return RowsResult(out_params, out_loss, n_iter, converged)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._adam import AdamSchedule, RowProblem, RowsResult, minimize_rows
+from ._adam import AdamSchedule, MapSettle, RowProblem, RowsResult, minimize_rows
 from ._lbfgs import LBFGSOptions, minimize_rows_lbfgs
 
 
@@ -36,15 +36,19 @@ def minimize_rows_adam_lbfgs(
     options: LBFGSOptions,
     step: Any = None,
     value_and_grad: Any = None,
+    settle: MapSettle | None = None,
 ) -> RowsResult:
-    """``warm_iter`` Adam iterations of ``schedule`` from ``x0`` (a device tensor), then
-    L-BFGS (``options``) from there, each row on its own.
+    """``warm_iter`` Adam iterations of ``schedule`` from ``x0`` (a device tensor), fewer
+    for a row whose map has settled before (``settle``), then L-BFGS (``options``) from
+    there, each row on its own.
 
     ``n_iter`` counts head evaluations: Adam's iterations plus L-BFGS's evaluations, at
     most ``schedule.max_iter`` in all; ``converged`` is L-BFGS's stopping test.
     """
     warm_iter = int(min(warm_iter, schedule.max_iter))
-    warm = minimize_rows(bound, problem, x0, schedule, step=step, stop_after=warm_iter)
+    warm = minimize_rows(
+        bound, problem, x0, schedule, step=step, stop_after=warm_iter, settle=settle
+    )
     left = schedule.max_iter - warm_iter
     if left <= 0:
         return warm

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _sphere
-from ._adam import AdamSchedule, AdamSteps, compiled, minimize_rows
+from ._adam import AdamSchedule, AdamSteps, MapSettle, compiled, minimize_rows
 from ._adam_lbfgs import minimize_rows_adam_lbfgs
 from ._base import BaseExplainer, _spatial_axes
 from ._frames import FrameRows
@@ -713,6 +713,7 @@ class L2CAFExplainer(BaseExplainer):
                     warm,
                     step,
                     vg,
+                    settle=MapSettle(),
                 )
             else:  # "adam", and the rows where the exact solver's check failed
                 _, step = self._solver_parts(bound, vanilla, spatial)
