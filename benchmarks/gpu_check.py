@@ -19,8 +19,8 @@ Checks, per backend, explainer, layer and objective:
   site and call): Adam synchronises only at its convergence checks (every ``check_every``
   iterations), L-BFGS once per head evaluation (its line search reads the losses), the
   default on non-affine heads (``solver="auto"``, i.e. ``"adam-lbfgs"``) at Adam's
-  checks of its warm start (iterations 1, 51, 101, ... and 150 or 100), then once per
-  L-BFGS evaluation;
+  checks of its warm start (iterations 1, 51, 101, every 10th for the map-settling test,
+  and 150 or 100), then once per L-BFGS evaluation;
 * timings: ms per image and ratios to Grad-CAM at the same layer on the same device.
 """
 

@@ -263,9 +263,11 @@ class L2CAFExplainer(BaseExplainer):
         Armijo line search: one head evaluation per iteration, like Adam, but tens of
         them instead of hundreds on heads that are not affine (it may stop at another
         local optimum than Adam's). ``"adam-lbfgs"`` runs the authors' Adam for its
-        first iterations (150 for the class-oblivious objective, 100 for the
-        class-specific one: exactly those of ``"adam"``, which choose the optimum's
-        basin), then L-BFGS with short first steps down to the bottom of that basin:
+        first iterations (exactly those of ``"adam"``, which choose the optimum's basin)
+        until each filter's map has settled (correlation >= 0.9995 with the map 10
+        iterations earlier, checked every 10), at most 150 for the class-oblivious
+        objective and 100 for the class-specific one, then L-BFGS with short first
+        steps down to the bottom of that basin:
         the optimum of 1000 Adam iterations (map correlation >= 0.99 on every image)
         with fewer head evaluations and a bounded count (on EfficientNet-Lite0's
         ``_blocks.10``: 104-106 class-specific, 30x Grad-CAM, against Adam's 151-201 and
