@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage, stats
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -467,6 +467,7 @@ def _random_cnn(width1, width2, kernel, seed, n_classes=4):
     kernel=st.sampled_from([1, 3]),
     seed=st.integers(0, 2**16),
 )
+@example(width1=4, width2=2, kernel=1, seed=9480)  # one live channel at relu2 (found by CI)
 def test_property_maps_valid_and_head_randomization_detected(width1, width2, kernel, seed):
     net = _random_cnn(width1, width2, kernel, seed)
     X = images(2, 8, seed=seed)
@@ -484,10 +485,16 @@ def test_property_maps_valid_and_head_randomization_detected(width1, width2, ker
             norms = np.sqrt((maps.maps.astype(np.float64) ** 2).sum(axis=(-2, -1)))
             np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
         # Randomizing the head (step 1: the classifier) changes the maps of every image
-        # whose trained map is not flat (a flat Grad-CAM map has nothing to change).
+        # whose trained map is not flat (a flat Grad-CAM map has nothing to change) and,
+        # for L2-CAF's unit-norm filter, whose layer has two live channels or more: with
+        # one, the class-specific optimum is -sign(v) A / ||A|| for that channel's map A
+        # and a scalar v from the head, the same map whenever v keeps its sign.
+        with torch.no_grad():
+            live = (net[:4](torch.as_tensor(X)).abs().sum(dim=(2, 3)) > 0).sum(dim=1)
         for i in range(2):
             original, head = maps.maps[0, i], maps.maps[1, i]
-            if np.ptp(original) > 1e-6:
+            one_channel = isinstance(explainer, L2CAFExplainer) and live[i] <= 1
+            if np.ptp(original) > 1e-6 and not one_channel:
                 assert not np.allclose(original, head, atol=1e-6)
     baseline = model_randomization(SobelEdges(model=net), X, layers=["fc"], random_state=seed)
     np.testing.assert_array_equal(baseline[list(SIMILARITY_COLUMNS)].to_numpy(), 1.0)
