@@ -228,6 +228,7 @@ def minimize_rows(
         start = t
         last = t == points[-1]
         done = np.zeros(rows.size, dtype=bool)
+        now = None  # the rows' parameters on the host, where a settle check read them
         if t in tests:
             current = bound.to_numpy(loss).astype(np.float64)
             if previous is not None:
@@ -247,7 +248,8 @@ def minimize_rows(
             done[:] = True
         if done.any():
             finished = np.flatnonzero(done)
-            out_params[rows[finished]] = bound.to_numpy(bound.take(x, finished))
+            params = bound.take(x, finished) if now is None else now[finished]
+            out_params[rows[finished]] = bound.to_numpy(params)
             n_iter[rows[finished]] = t
             keep = np.flatnonzero(~done)
             if keep.size == 0:
