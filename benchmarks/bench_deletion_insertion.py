@@ -39,9 +39,9 @@ def main() -> None:
     from scipy.ndimage import gaussian_filter
 
     from sklearn_caf import GradCAMExplainer
-    from sklearn_caf._faithfulness import pixel_counts, saliency_ranks
     from sklearn_caf.datasets import load_sample_photos
     from sklearn_caf.evaluation import deletion_insertion
+    from sklearn_caf.evaluation._faithfulness import pixel_counts, saliency_ranks
     from sklearn_caf_torch.pretrained import (
         EFFICIENTNET_LITE0_LAYER,
         efficientnet_lite0,

@@ -48,8 +48,9 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from sklearn_caf._heatmaps import minmax_normalize, resize_maps
-from sklearn_caf.metrics import _check_true_boxes, _iou, box_iou_curves
+from sklearn_caf._explainers._heatmaps import minmax_normalize, resize_maps
+from sklearn_caf.metrics import box_iou_curves
+from sklearn_caf.metrics._boxes import _check_true_boxes, _iou
 
 EIGHT = np.ones((3, 3), dtype=bool)
 

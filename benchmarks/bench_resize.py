@@ -5,7 +5,7 @@ interpolation matrix (``np.tensordot``, the implementation before session 4, kep
 the baseline), it runs in OpenBLAS's threads, which keep spinning for a while after the
 call and take the cores from torch's next pass: Grad-CAM called in a loop slows down,
 although the resize itself takes a few ms. Done with gathers and weighted sums
-(``sklearn_caf._heatmaps.resize_maps``), it never enters OpenBLAS.
+(``sklearn_caf._explainers._heatmaps.resize_maps``), it never enters OpenBLAS.
 
 This times, in one run, the resize alone and Grad-CAM on EfficientNet-Lite0 called in a
 loop, with each implementation in turn. Run from the repository root:
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from bench_explainers import _images, _time  # same photos, same timing rule
 
-import sklearn_caf._heatmaps as heatmaps
+import sklearn_caf._explainers._heatmaps as heatmaps
 from sklearn_caf import GradCAMExplainer
 from sklearn_caf_torch.pretrained import efficientnet_lite0
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from bench_explainers import _correlation, _images, _reference
 
-from sklearn_caf import L2CAFExplainer, _adam
+from sklearn_caf import L2CAFExplainer
+from sklearn_caf._explainers.l2caf import _adam
 from sklearn_caf_torch.pretrained import efficientnet_lite0
 
 N_ITER = 300

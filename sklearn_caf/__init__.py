@@ -5,10 +5,14 @@ Explainers turn images into heatmaps (``fit`` binds the model, ``transform`` exp
 The core never imports a deep-learning framework: backends (``sklearn-caf-torch``) do.
 """
 
-from ._base import Explanation
-from ._brnpa import BRNPAParts, BRNPAPooling
-from ._gradcam import GradCAMExplainer
-from ._l2caf import DeadFilterWarning, L2CAFExplainer
+from ._explainers import (
+    BRNPAParts,
+    BRNPAPooling,
+    DeadFilterWarning,
+    Explanation,
+    GradCAMExplainer,
+    L2CAFExplainer,
+)
 from .boxes import HeatmapBoxes
 from .features import FeatureMapExtractor
 

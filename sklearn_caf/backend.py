@@ -511,3 +511,21 @@ def get_backend(model: Any, backend: str | Backend | type | None = None) -> Back
         f"{type(model).__module__}.{type(model).__qualname__}. Installed backends: "
         f"{', '.join(names) if names else 'none; in a checkout: pip install -e ./backends/torch'}."
     )
+
+
+def fori_loop(bound: Any, n: Any, body: Callable[[Any, tuple], tuple], init: tuple) -> tuple:
+    """``bound.fori_loop(n, body, init)`` where the backend offers it (optional), else a
+    Python loop: ``body(i, carry) -> carry`` for ``i = 0 .. n - 1``."""
+    loop = getattr(bound, "fori_loop", None)
+    if loop is not None:
+        return tuple(loop(n, body, tuple(init)))
+    carry = tuple(init)
+    for i in range(int(n)):
+        carry = tuple(body(i, carry))
+    return carry
+
+
+def compiled(bound: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``bound.compile(fn)`` where the backend offers it (optional), else ``fn`` itself."""
+    compile_ = getattr(bound, "compile", None)
+    return fn if compile_ is None else compile_(fn)

@@ -15,9 +15,10 @@ from typing import ClassVar
 
 import numpy as np
 from scipy import ndimage
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+
+from ._utils import Interval, StrOptions, fit_context, validate_params
 
 __all__ = ["HeatmapBoxes", "heatmap_to_box", "heatmaps_to_boxes"]
 
@@ -243,7 +244,7 @@ class HeatmapBoxes(TransformerMixin, BaseEstimator):
     def __init__(self, *, threshold=0.2):
         self.threshold = threshold
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check the heatmaps and record their layout.
 

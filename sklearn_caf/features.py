@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import _fit_context
 
-from ._model_estimator import ModelEstimator
+from ._explainers import ModelEstimator
+from ._utils import fit_context
 
 __all__ = ["FeatureMapExtractor"]
 
@@ -94,7 +94,7 @@ class FeatureMapExtractor(ModelEstimator):
         self.backend = backend
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> FeatureMapExtractor:
         """Bind the model at ``layer`` and check it on the first image.
 

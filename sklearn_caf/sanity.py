@@ -17,6 +17,7 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.utils import Bunch, check_random_state
 
+from ._utils import import_optional
 from .backend import check_layer_names, get_backend
 
 __all__ = ["SIMILARITY_COLUMNS", "model_randomization", "map_similarities"]
@@ -27,28 +28,12 @@ SIMILARITY_COLUMNS = ("spearman", "spearman_abs", "ssim", "hog")
 #: The ``layer`` of the rows that randomize nothing.
 ORIGINAL = "original"
 
-_IMPORT_HINT = 'pip install "sklearn-caf[eval]"'
-
 
 def _import_skimage() -> tuple[Any, Any]:
-    try:
-        from skimage.feature import hog
-        from skimage.metrics import structural_similarity
-    except ImportError as exc:
-        raise ImportError(
-            f"model_randomization needs scikit-image for SSIM and HOG: {_IMPORT_HINT}."
-        ) from exc
-    return structural_similarity, hog
-
-
-def _import_pandas() -> Any:
-    try:
-        import pandas as pd
-    except ImportError as exc:
-        raise ImportError(
-            f"model_randomization returns a pandas DataFrame: {_IMPORT_HINT}."
-        ) from exc
-    return pd
+    needed_by = "model_randomization (SSIM and HOG)"
+    feature = import_optional("skimage.feature", needed_by=needed_by)
+    metrics = import_optional("skimage.metrics", needed_by=needed_by)
+    return metrics.structural_similarity, feature.hog
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -297,7 +282,7 @@ def model_randomization(
     3      0     3         0             3
     """
     params = _check_explainer(explainer)
-    pd = _import_pandas()
+    pd = import_optional("pandas", needed_by="model_randomization (a DataFrame)")
     _import_skimage()  # fail before the first fit, not after
     model = params["model"]
     backend = get_backend(model, params.get("backend"))

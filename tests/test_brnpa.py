@@ -27,7 +27,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from sklearn_caf import BRNPAPooling, FeatureMapExtractor
-from sklearn_caf._brnpa import EPS, NumpyOps, representative_vectors
+from sklearn_caf._explainers._brnpa import EPS, NumpyOps, representative_vectors
 
 SQRT2 = np.sqrt(2.0)
 

@@ -17,8 +17,8 @@ from sklearn.base import BaseEstimator  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sklearn_caf import GradCAMExplainer, L2CAFExplainer  # noqa: E402
-from sklearn_caf._faithfulness import saliency_ranks  # noqa: E402
 from sklearn_caf.evaluation import deletion_insertion  # noqa: E402
+from sklearn_caf.evaluation._faithfulness import saliency_ranks  # noqa: E402
 
 COLUMNS = [
     "image",
@@ -151,7 +151,7 @@ def test_linear_model_gives_the_exact_curves(kit):
 
 
 def test_auc_is_the_trapezoid_rule_on_a_hand_made_curve():
-    from sklearn_caf._faithfulness import _trapezoid, pixel_counts
+    from sklearn_caf.evaluation._faithfulness import _trapezoid, pixel_counts
 
     # 10 pixels in 4 steps: 0, 2, 5, 7, 10 pixels moved.
     counts = pixel_counts(10, 4)

@@ -462,3 +462,28 @@ def test_model_fingerprint_hashes_weights():
         b.fc.bias[0] += 1e-6
     assert model_fingerprint(a)["sha256"] != model_fingerprint(b)["sha256"]
     assert model_fingerprint(object())["kind"] == "class"
+
+
+def test_the_manifest_names_explainers_by_their_public_path(wsol, tmp_path):
+    # Runs resume across a regrouping of the private modules: the manifest records where
+    # users import each explainer from, and a manifest written before the regrouping
+    # (explainers under sklearn_caf._l2caf and sklearn_caf._gradcam) still resumes.
+    net = pooled_cnn()
+    out = tmp_path / "run"
+    first = evaluate_localization(methods(net), wsol, batch_size=5, out=out, progress=False)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    classes = {name: e["class"] for name, e in manifest["explainers"].items()}
+    assert set(classes.values()) <= {"sklearn_caf.L2CAFExplainer", "sklearn_caf.GradCAMExplainer"}
+    former = {
+        "sklearn_caf.L2CAFExplainer": "sklearn_caf._l2caf.L2CAFExplainer",
+        "sklearn_caf.GradCAMExplainer": "sklearn_caf._gradcam.GradCAMExplainer",
+    }
+    for explainer in manifest["explainers"].values():
+        explainer["class"] = former[explainer["class"]]
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "part-000001.parquet").unlink()
+    resumed = evaluate_localization(methods(net), wsol, batch_size=5, out=out, progress=False)
+    assert resumed.complete
+    assert_same_rows(resumed.per_image, first.per_image)
+    assert resumed.config["explainers"] == first.config["explainers"]

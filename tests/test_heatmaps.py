@@ -1,4 +1,4 @@
-"""Resizing and normalizing raw maps (sklearn_caf._heatmaps), with torch as the reference."""
+"""Resizing and normalizing raw maps (sklearn_caf._explainers._heatmaps); torch as reference."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from sklearn_caf._heatmaps import minmax_normalize, resize_maps, to_heatmaps
+from sklearn_caf._explainers._heatmaps import minmax_normalize, resize_maps, to_heatmaps
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

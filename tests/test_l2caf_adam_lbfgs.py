@@ -1,5 +1,6 @@
 """``solver="adam-lbfgs"``, the default on heads that are not affine in the filter
-(sklearn_caf._adam_lbfgs): the authors' Adam for its first iterations, then L-BFGS.
+(sklearn_caf._explainers.l2caf._adam_lbfgs): the authors' Adam for its first iterations,
+then L-BFGS.
 
 Its warm start is exactly the authors' trajectory (the first iterations of
 ``torch.optim.Adam`` with the linear decay over ``max_iter``, computed with torch alone, up
@@ -26,10 +27,10 @@ from conftest import (  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from test_l2caf_adam_reference import FINAL, LR, START, X, torch_adam  # noqa: E402
 
-import sklearn_caf._adam_lbfgs as adam_lbfgs  # noqa: E402
+import sklearn_caf._explainers.l2caf._adam_lbfgs as adam_lbfgs  # noqa: E402
 from sklearn_caf import L2CAFExplainer  # noqa: E402
-from sklearn_caf._adam import MapSettle, RowsResult  # noqa: E402
-from sklearn_caf._l2caf import _WARM_ITER  # noqa: E402
+from sklearn_caf._explainers.l2caf._adam import MapSettle, RowsResult  # noqa: E402
+from sklearn_caf._explainers.l2caf._explainer import _WARM_ITER  # noqa: E402
 
 
 def correlation(a, b):

@@ -1,4 +1,4 @@
-"""``solver="lbfgs"``: Riemannian L-BFGS on the unit sphere (sklearn_caf._lbfgs).
+"""``solver="lbfgs"``: Riemannian L-BFGS on the unit sphere (sklearn_caf._explainers.l2caf._lbfgs).
 
 Checked against known optima (linear heads: closed form, as in test_l2caf.py), against the
 exact solver on affine CNN heads, against the same model in Keras (parity at a layer
@@ -22,7 +22,7 @@ from conftest import (  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 from sklearn_caf import L2CAFExplainer  # noqa: E402
-from sklearn_caf._lbfgs import _two_loop  # noqa: E402
+from sklearn_caf._explainers.l2caf._lbfgs import _two_loop  # noqa: E402
 
 TIGHT = {"solver": "lbfgs", "tol": 1e-12, "max_iter": 500}
 

@@ -372,7 +372,8 @@ def test_numba_is_optional():
 
 def test_both_curves_from_one_sweep():
     # The runner stores v1 and v2 per image; the private helper gives both from one sweep.
-    from sklearn_caf.metrics import _check_true_boxes, _iou_curve_pair
+    from sklearn_caf.metrics._boxes import _check_true_boxes
+    from sklearn_caf.metrics._max_box_acc import _iou_curve_pair
 
     rng = np.random.default_rng(6)
     maps, boxes = smooth_maps(rng, 3, (16, 20), (4, 5)), random_boxes(rng, 3, 16, 20)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from sklearn_caf import metrics
+from sklearn_caf.metrics import _retrieval as metrics
 from sklearn_caf.metrics import clustering_nmi, recall_at_k
 
 

@@ -1,5 +1,5 @@
-"""Closed-form L2-CAF optima on the unit sphere (sklearn_caf._sphere), checked against
-brute force (scipy.optimize with restarts) and the trust-region optimality conditions."""
+"""Closed-form L2-CAF optima on the unit sphere (sklearn_caf._explainers.l2caf._exact), checked
+against brute force (scipy.optimize with restarts) and the trust-region optimality conditions."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy.optimize import minimize
 
-from sklearn_caf import _sphere
+from sklearn_caf._explainers.l2caf import _exact as _sphere
 
 
 def quadratic(q, g, f):

@@ -7,11 +7,10 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from .._utils import Interval, fit_context, spatial_axes
 from ._frames import (
     SUPPORTED_FORMS,
     FrameRows,
@@ -64,11 +63,6 @@ class Explanation:
     params: np.ndarray | None = None
 
 
-def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
-    channel_axis %= ndim
-    return tuple(ax for ax in range(1, ndim) if ax != channel_axis)
-
-
 class BaseExplainer(ModelEstimator):
     """Base class of the explainers: images in, heatmaps out.
 
@@ -87,10 +81,13 @@ class BaseExplainer(ModelEstimator):
     frame_axis: int | None = None
 
     # Whether this configuration explains classes (uses targets) or the whole output.
-    def _uses_targets(self) -> bool:
+    @property
+    def explains_classes(self) -> bool:
+        """Whether this configuration explains classes (one map per target class) rather
+        than the whole output (one map per image, ``targets`` refused)."""
         raise NotImplementedError
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> BaseExplainer:
         """Bind the model: pick its backend, split it at ``layer`` and check the shapes.
 
@@ -175,7 +172,7 @@ class BaseExplainer(ModelEstimator):
 
     def _check_top_k(self) -> None:
         # Explaining fewer classes than asked for would be a silent wrong result.
-        if self._uses_targets() and self.top_k > self.n_outputs_:
+        if self.explains_classes and self.top_k > self.n_outputs_:
             raise ValueError(
                 f"top_k={self.top_k} is larger than the number of classes the model outputs "
                 f"({self.n_outputs_}); pass top_k <= {self.n_outputs_}."
@@ -212,7 +209,7 @@ class BaseExplainer(ModelEstimator):
         bound = self.bound_
         channel = self._input_channel_axis(X.ndim)
         if targets is not None:
-            if not self._uses_targets():
+            if not self.explains_classes:
                 raise ValueError(
                     f"targets are only used when explaining classes; this configuration "
                     f"explains the whole output ({self._whole_output_reason()})."
@@ -222,7 +219,7 @@ class BaseExplainer(ModelEstimator):
             self._check_top_k()  # top_k may have been set after fit
         rng = check_random_state(getattr(self, "random_state", None))
         input_size = tuple(
-            X.shape[ax] for ax in _spatial_axes(X.ndim, channel) if ax != self.frame_axis
+            X.shape[ax] for ax in spatial_axes(X.ndim, channel) if ax != self.frame_axis
         )
         parts: list[tuple] = []
         with bound:
@@ -234,7 +231,7 @@ class BaseExplainer(ModelEstimator):
                 out_np = bound.to_numpy(out)
                 if targets is not None:
                     t = targets[start:stop]
-                elif self._uses_targets():
+                elif self.explains_classes:
                     t = np.argsort(-out_np, axis=1, kind="stable")[:, : self.top_k]
                 else:
                     t = None
@@ -308,4 +305,4 @@ class BaseExplainer(ModelEstimator):
             float32 in [0, 1], at the input's resolution.
         """
         self.fit(X, **fit_params)
-        return self.transform(X, targets=y if self._uses_targets() else None)
+        return self.transform(X, targets=y if self.explains_classes else None)

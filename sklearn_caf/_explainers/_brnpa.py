@@ -21,10 +21,11 @@ from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+
+from .._utils import Interval, StrOptions, fit_context
 
 # The authors' constant: added to each feature norm, so it also sits in the cosine's
 # denominator (the product of two such norms).
@@ -355,7 +356,7 @@ class BRNPAPooling(TransformerMixin, BaseEstimator):
         self.refine = refine
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> BRNPAPooling:
         """Record the number of channels of ``X``.
 
@@ -484,9 +485,6 @@ class BRNPAPooling(TransformerMixin, BaseEstimator):
         return np.asarray(
             [f"part{k + 1}_{name}" for k in range(self.n_parts) for name in names], dtype=object
         )
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"requires_y": False, "stateless": True}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

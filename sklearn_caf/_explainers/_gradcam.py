@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.utils._param_validation import StrOptions
 
-from ._adam import compiled
-from ._base import BaseExplainer, _spatial_axes
+from .._utils import StrOptions, spatial_axes
+from ..backend import compiled
+from ._base import BaseExplainer
 
 
 class _WeightedCAM:
@@ -29,7 +29,7 @@ class _WeightedCAM:
             return bound.sum(bound.head(features, context) * weights, axis=1)
 
         _, grad = bound.value_and_grad(score, a)
-        axes = _spatial_axes(len(a.shape), bound.channel_axis)
+        axes = spatial_axes(len(a.shape), bound.channel_axis)
         alpha = bound.mean(grad, axis=axes, keepdims=True)
         cam = bound.sum(alpha * a, axis=bound.channel_axis)
         return bound.relu(cam) if self.activation == "relu" else bound.abs(cam)
@@ -147,7 +147,9 @@ class GradCAMExplainer(BaseExplainer):
         self.verbose = verbose
         self.frame_axis = frame_axis
 
-    def _uses_targets(self) -> bool:
+    @property
+    def explains_classes(self) -> bool:
+        """True for ``objective="class"``: one map per explained class."""
         return self.objective == "class"
 
     def _whole_output_reason(self) -> str:

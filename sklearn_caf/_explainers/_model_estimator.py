@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from .._utils import Interval
+from ..backend import get_backend
 from ._validation import check_images
-from .backend import get_backend
 
 
 class ModelEstimator(TransformerMixin, BaseEstimator):
@@ -120,9 +120,6 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         self : object
         """
         return self
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"requires_y": False, "stateless": False}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._cli_args import positive_int
+from .._utils import import_optional
+from ._args import positive_int
 
 _PROG = "sklearn-caf evaluate"
 
@@ -155,7 +156,7 @@ def _resolve(spec: str, option: str):
 
 def _load_model(args):
     """``(model, layer, preprocess)``; the default preprocess is None (the dataset's)."""
-    from .datasets import NormalizeImage
+    from ..datasets import NormalizeImage
 
     if args.model == EFFICIENTNET:
         try:
@@ -178,7 +179,7 @@ def _load_model(args):
 
 
 def _load_dataset(args, preprocess):
-    from .datasets import ImageBoxDataset
+    from ..datasets import ImageBoxDataset
 
     root = _check_dir(args.dataset, "--dataset")
     images = _check_dir(args.image_root, "--image-root") if args.image_root else root
@@ -197,7 +198,7 @@ def _load_dataset(args, preprocess):
 
 
 def _explainers(names, model, layer, task, device) -> dict:
-    from . import GradCAMExplainer, L2CAFExplainer
+    from .. import GradCAMExplainer, L2CAFExplainer
 
     objective = "embedding" if task == "retrieval" else "class"
     build = {
@@ -246,20 +247,16 @@ def _run(args) -> int:
         _check_dir(args.image_root, "--image-root")
     out = _check_out(args.out)
     try:
-        import pandas  # noqa: F401
-        import pyarrow  # noqa: F401
+        import_optional("pandas", needed_by="sklearn-caf evaluate")
+        import_optional("pyarrow", needed_by="sklearn-caf evaluate")
     except ImportError as exc:
-        raise CommandError(
-            f'{exc}; install the eval extra: pip install "sklearn-caf[eval]"'
-        ) from None
+        raise CommandError(str(exc)) from None
     client = None
     if args.scheduler:
         try:
-            from distributed import Client
-        except ImportError:
-            raise CommandError(
-                "--scheduler needs dask.distributed: pip install distributed"
-            ) from None
+            Client = import_optional("distributed", needed_by="--scheduler").Client
+        except ImportError as exc:
+            raise CommandError(str(exc)) from None
         try:
             client = Client(args.scheduler, timeout=10)
         except (OSError, TimeoutError) as exc:
@@ -284,7 +281,7 @@ def _run(args) -> int:
 def _evaluate(explainers, dataset, args, out, client):
     import joblib
 
-    from .evaluation import evaluate_localization
+    from ..evaluation import evaluate_localization
 
     kwargs = {
         "task": args.task,
@@ -302,12 +299,12 @@ def _evaluate(explainers, dataset, args, out, client):
 
 
 def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
-    import matplotlib
+    import_optional("matplotlib", needed_by="sklearn-caf evaluate's figures").use(
+        "Agg"
+    )  # no window
+    plt = import_optional("matplotlib.pyplot", needed_by="sklearn-caf evaluate's figures")
 
-    matplotlib.use("Agg")  # files only; never open a window
-    import matplotlib.pyplot as plt
-
-    from .plotting import plot_localization_examples, plot_threshold_curves
+    from ..plotting import plot_localization_examples, plot_threshold_curves
 
     report.summary.to_csv(out / "summary.csv")
     per_image = out / "per_image.parquet"
@@ -318,14 +315,13 @@ def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)
     if "deletion_curve" in report.per_image.columns:
-        from .plotting import plot_deletion_insertion
+        from ..plotting import plot_deletion_insertion
 
         fig = plot_deletion_insertion(report)
         fig.savefig(out / "deletion_insertion.png", dpi=100)
         plt.close(fig)
     if args.examples:
-        from PIL import Image
-
+        Image = import_optional("PIL.Image", needed_by="sklearn-caf evaluate's contact sheet")
         sheet = plot_localization_examples(report, dataset, explainers, n_images=args.examples)
         Image.fromarray(sheet).save(out / "contact_sheet.png")
     if not args.quiet:

@@ -1,13 +1,4 @@
-"""The ``sklearn-caf`` command.
-
-``sklearn-caf demo`` explains a pretrained ImageNet classifier (EfficientNet-Lite0, shipped in
-a PyPI package, so nothing is downloaded) on the sample photos of scikit-image and
-scikit-learn with three methods, and writes overlays, a contact sheet and a CSV table.
-
-Nothing heavy is imported with this module: the demo lives in the PyTorch backend
-(:mod:`sklearn_caf_torch.demo`) and is imported when the subcommand runs, so
-``sklearn-caf --help`` is instant and works without torch.
-"""
+"""The ``sklearn-caf`` argument parser and its ``demo`` subcommand."""
 
 from __future__ import annotations
 
@@ -15,26 +6,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-# What the demo's implementation needs too lives in _demo_options, which neither this
-# module nor sklearn_caf_torch.demo has to import the other for.
-from ._cli_args import positive_int
-from ._demo_options import (
+from .._demo_options import (
     BOX_THRESHOLD,
     DEMO_HINT,
     N_CLASSES,
-    RESULT_COLUMNS,
     DemoError,
     check_args,
     parse_device,
 )
 
-__all__ = ["RESULT_COLUMNS", "main"]
+# What the demo's implementation needs too lives in _demo_options, which neither this
+# module nor sklearn_caf_torch.demo has to import the other for.
+from ._args import positive_int
 
 _PROG = "sklearn-caf"
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog=_PROG,
@@ -106,7 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress bar and no summary on the console"
     )
     demo.set_defaults(handler=_demo)
-    from ._evaluate_cli import add_parser as add_evaluate
+    from ._evaluate import add_parser as add_evaluate
 
     add_evaluate(commands)
     return parser

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._image_box_dataset import DatasetFormatError, _box_problem, _check_image_size
+from ._checks import DatasetFormatError, _box_problem, _check_image_size
 
 BOX_CONVENTIONS = ("edges", "inclusive", "one_based")
 

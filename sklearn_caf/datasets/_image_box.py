@@ -19,6 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import import_optional
+from ._checks import DatasetFormatError, _box_problem
+from ._formats import read_cub, read_voc, read_wsol
+
 __all__ = ["DatasetFormatError", "ImageBoxDataset", "NormalizeImage"]
 
 #: Channel means and standard deviations of ImageNet, in [0, 1] units (torchvision's values).
@@ -26,62 +30,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class DatasetFormatError(ValueError):
-    """A metadata file (or an image) of a dataset on disk is malformed.
-
-    The message starts with the file and, where there is one, the line (1-based):
-    ``"/data/CUB_200_2011/bounding_boxes.txt, line 12: ..."``. The same are kept as the
-    attributes ``path`` (str), ``line`` (int or None) and ``message`` (str, the rest), for
-    tools that report them.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The malformed file.
-    line : int or None
-        The line (1-based) where the problem is, or ``None`` when it is not one line.
-    message : str
-        What is wrong, without the file and line.
-    """
-
-    def __init__(self, path, line: int | None, message: str):
-        self.path = str(path)
-        self.line = line
-        self.message = message
-        where = self.path if line is None else f"{self.path}, line {line}"
-        super().__init__(f"{where}: {message}")
-
-    def __reduce__(self):  # keep the attributes across processes (joblib / Dask workers)
-        return type(self), (self.path, self.line, self.message)
-
-
 def _pillow():
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise ImportError(
-            "Reading images from disk needs Pillow: pip install pillow "
-            '(or pip install "sklearn-caf[eval]").'
-        ) from exc
-    return Image
-
-
-def _check_image_size(image_size) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (int(image_size), int(image_size))
-    try:
-        height, width = image_size
-        if any(
-            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-            for v in (height, width)
-        ):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(
-            "image_size must be a positive int or a (height, width) pair of positive ints; "
-            f"got {image_size!r}."
-        ) from None
-    return int(height), int(width)
+    return import_optional("PIL.Image", needed_by="Reading images from disk")
 
 
 class NormalizeImage:
@@ -463,8 +413,6 @@ class ImageBoxDataset:
         >>> ds[0][0].shape
         (3, 10, 20)
         """
-        from ._dataset_formats import read_wsol
-
         return read_wsol(
             cls,
             metadata_dir,
@@ -543,8 +491,6 @@ class ImageBoxDataset:
         >>> ds.ids, ds.labels, ds.boxes[0]
         (['001.Gull/g.jpg'], array([0]), array([[ 2.,  4., 12.,  9.]]))
         """
-        from ._dataset_formats import read_cub
-
         return read_cub(
             cls,
             root,
@@ -633,8 +579,6 @@ class ImageBoxDataset:
         >>> ds.ids, ds.labels, ds.boxes[0]
         (['a.jpg'], array([1]), array([[ 0. ,  0. , 25. , 12.5]]))
         """
-        from ._dataset_formats import read_voc
-
         return read_voc(
             cls,
             annotations_dir,
@@ -1033,18 +977,3 @@ def _check_array_boxes(boxes, n, image_size) -> tuple[np.ndarray, np.ndarray]:
     data = np.concatenate(per_image)
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in per_image])])
     return data, offsets
-
-
-def _box_problem(boxes: np.ndarray, height: int, width: int) -> str | None:
-    """Why some box of an (m, 4) array is not a box inside a height x width image, or None."""
-    if not np.isfinite(boxes).all():
-        return f"has a non-finite coordinate: {boxes.tolist()}."
-    for x0, y0, x1, y1 in boxes.tolist():
-        if not (x0 < x1 and y0 < y1):
-            return f"is empty (needs x0 < x1 and y0 < y1): {[x0, y0, x1, y1]}."
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            return (
-                f"{[x0, y0, x1, y1]} is outside the image (width {width}, height {height}; "
-                "pixel-edge coordinates, so x1 <= width)."
-            )
-    return None

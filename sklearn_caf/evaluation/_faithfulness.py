@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._validation import check_images, check_targets
-from ._warnings import caller_stacklevel
+from .._explainers import BaseExplainer, ModelEstimator, check_images, check_targets
+from .._utils import caller_stacklevel, import_optional, spatial_axes
+from ..backend import get_backend
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,10 +35,6 @@ def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     # Written out: np.trapezoid is NumPy >= 2 only, np.trapz gone from NumPy 2.
     y = np.asarray(y, dtype=np.float64)
     return np.sum(np.diff(x) * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)
-
-
-def _spatial_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
-    return tuple(ax for ax in range(1, ndim) if ax != channel_axis % ndim)
 
 
 def pixel_counts(n_pixels: int, n_steps: int) -> np.ndarray:
@@ -103,7 +100,7 @@ def blur_images(X: np.ndarray, sigma: float, channel_axis: int) -> np.ndarray:
 
     if sigma == 0:
         return X.copy()
-    spatial = _spatial_axes(X.ndim, channel_axis)
+    spatial = spatial_axes(X.ndim, channel_axis)
     sigmas = [sigma if ax in spatial else 0.0 for ax in range(X.ndim)]
     return gaussian_filter(X, sigma=sigmas, mode="nearest").astype(np.float32, copy=False)
 
@@ -172,7 +169,7 @@ def faithfulness_curves(
     """
     n = X.shape[0]
     channel = bound.input_channel_axis % X.ndim
-    spatial = _spatial_axes(X.ndim, channel)
+    spatial = spatial_axes(X.ndim, channel)
     spatial_shape = tuple(X.shape[ax] for ax in spatial)
     if tuple(heatmaps.shape) != (n, *spatial_shape):
         raise ValueError(
@@ -237,8 +234,6 @@ def faithfulness_curves(
 
 def _bound_model(explainer: Any) -> Any:
     """The explainer's bound model, or the whole of its ``model`` bound at the input."""
-    from .backend import get_backend
-
     bound = getattr(explainer, "bound_", None)
     if bound is not None:
         return bound
@@ -262,8 +257,6 @@ def _fitted(explainer: Any, X: np.ndarray) -> Any:
     from sklearn.base import clone
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
-
-    from ._model_estimator import ModelEstimator
 
     if isinstance(explainer, ModelEstimator):
         if hasattr(explainer, "bound_"):
@@ -291,10 +284,8 @@ def _n_outputs(explainer: Any, bound: Any, X: np.ndarray) -> int:
 
 
 def _heatmaps(explainer: Any, X: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    from ._base import BaseExplainer
-
     if isinstance(explainer, BaseExplainer):
-        per_class = explainer._uses_targets()
+        per_class = explainer.explains_classes
         return explainer.explain(X, targets=targets if per_class else None).heatmaps[:, 0]
     if not hasattr(explainer, "transform"):
         raise TypeError(
@@ -403,9 +394,7 @@ def deletion_insertion(
     >>> table["deletion_curve"][0].shape
     (9,)
     """
-    from .evaluation import _pandas
-
-    pd = _pandas()
+    pd = import_optional("pandas", needed_by="deletion_insertion's table")
     n_steps, baseline, blur_sigma, batch_size = check_faithfulness_options(
         n_steps, baseline, blur_sigma, batch_size
     )
@@ -417,7 +406,6 @@ def deletion_insertion(
     bound = _bound_model(explainer)
     if batch_size is None:
         batch_size = int(getattr(explainer, "batch_size", None) or 32)
-    from ._base import BaseExplainer
 
     if targets is not None:
         targets = check_targets(targets, len(X), _n_outputs(explainer, bound, X))
@@ -428,10 +416,10 @@ def deletion_insertion(
             )
         targets = targets[:, 0]
     if isinstance(explainer, BaseExplainer) and (
-        targets is not None or not explainer._uses_targets() or explainer.top_k == 1
+        targets is not None or not explainer.explains_classes or explainer.top_k == 1
     ):
         # One pass gives the maps and the logits: explain's first map is the top-1 class's.
-        explanation = explainer.explain(X, targets=targets if explainer._uses_targets() else None)
+        explanation = explainer.explain(X, targets=targets if explainer.explains_classes else None)
         heatmaps, outputs = explanation.heatmaps[:, 0], explanation.outputs
         if targets is None:
             targets = np.argmax(outputs, axis=1)

@@ -1,8 +1,8 @@
 """BR-NPA for Keras 3 on TensorFlow: the pooling layer and the high-resolution recipe.
 
 :class:`BRNPAPooling2D` is a drop-in replacement for ``GlobalAveragePooling2D`` on NHWC
-feature maps. Its math is the core's (``sklearn_caf._brnpa``), run on TensorFlow tensors,
-so it gives the numbers of :class:`sklearn_caf.BRNPAPooling` and of the PyTorch layer.
+feature maps. Its math is the core's (``sklearn_caf._explainers._brnpa``), run on TensorFlow
+tensors, so it gives the numbers of :class:`sklearn_caf.BRNPAPooling` and of the PyTorch layer.
 :func:`reduce_stride` and :func:`distillation_loss` are Section 3.1's recipe.
 
 Importing this module imports TensorFlow and Keras.
@@ -16,13 +16,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from sklearn_caf._brnpa import EPS, check_layer_params, representative_vectors
+from sklearn_caf._explainers import EPS, check_layer_params, representative_vectors
 
 __all__ = ["BRNPAPooling2D", "TensorflowOps", "distillation_loss", "reduce_stride"]
 
 
 class TensorflowOps:
-    """The operations of ``sklearn_caf._brnpa.NumpyOps``, for TensorFlow tensors."""
+    """The operations of ``sklearn_caf._explainers._brnpa.NumpyOps``, for TensorFlow tensors."""
 
     @staticmethod
     def sum(x: Any, axis: int, keepdims: bool = False) -> Any:

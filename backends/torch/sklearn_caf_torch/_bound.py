@@ -13,7 +13,7 @@ import torch
 from sklearn.exceptions import EfficiencyWarning
 from torch.utils import _pytree as pytree
 
-from sklearn_caf._warnings import caller_stacklevel
+from sklearn_caf._utils import caller_stacklevel
 from sklearn_caf.backend import select_output
 
 from ._split import (

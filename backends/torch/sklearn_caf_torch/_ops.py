@@ -1,4 +1,5 @@
-"""The tensor operations of the core's math (``sklearn_caf._brnpa.NumpyOps``), for torch."""
+"""The tensor operations of the core's math (``sklearn_caf._explainers._brnpa.NumpyOps``),
+for torch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 
 
 class TorchOps:
-    """NumPy-style static methods on torch tensors; see ``sklearn_caf._brnpa.NumpyOps``."""
+    """NumPy-style static methods on torch tensors; see
+    ``sklearn_caf._explainers._brnpa.NumpyOps``."""
 
     @staticmethod
     def sum(x: torch.Tensor, axis: int, keepdims: bool = False) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 :class:`BRNPAPool2d` is a drop-in replacement for global average pooling: it returns the
 concatenated ranked representative vectors of BR-NPA (Gomez et al., Algorithm 1), and the
-attention maps on request. The math is the core's (``sklearn_caf._brnpa``), run on torch
-tensors, so the layer and :class:`sklearn_caf.BRNPAPooling` give the same numbers.
+attention maps on request. The math is the core's (``sklearn_caf._explainers._brnpa``), run on
+torch tensors, so the layer and :class:`sklearn_caf.BRNPAPooling` give the same numbers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from sklearn_caf._brnpa import EPS, check_layer_params, representative_vectors
+from sklearn_caf._explainers import EPS, check_layer_params, representative_vectors
 
 from ._ops import TorchOps
 

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ...backend import compiled, fori_loop
+
 
 class RowProblem(Protocol):
     """Independent per-row objectives over a parameter tensor of shape (m, ...).
@@ -109,18 +111,6 @@ class AdamSteps:
         return fori_loop(bound, n, body, (loss, x, m1, m2))
 
 
-def fori_loop(bound: Any, n: Any, body: Callable[[Any, tuple], tuple], init: tuple) -> tuple:
-    """``bound.fori_loop(n, body, init)`` where the backend offers it (optional), else a
-    Python loop: ``body(i, carry) -> carry`` for ``i = 0 .. n - 1``."""
-    loop = getattr(bound, "fori_loop", None)
-    if loop is not None:
-        return tuple(loop(n, body, tuple(init)))
-    carry = tuple(init)
-    for i in range(int(n)):
-        carry = tuple(body(i, carry))
-    return carry
-
-
 def check_points(schedule: AdamSchedule, stop_after: int | None = None) -> list[int]:
     """The iterations after which the loop checks convergence: 1, 1 + d, 1 + 2d, ... and
     ``max_iter`` (``d = check_every``); with ``stop_after``, those before it and
@@ -130,12 +120,6 @@ def check_points(schedule: AdamSchedule, stop_after: int | None = None) -> list[
     if points[-1] != last:
         points.append(last)
     return points
-
-
-def compiled(bound: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``bound.compile(fn)`` where the backend offers it (optional), else ``fn`` itself."""
-    compile_ = getattr(bound, "compile", None)
-    return fn if compile_ is None else compile_(fn)
 
 
 @dataclass

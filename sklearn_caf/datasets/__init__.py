@@ -1,0 +1,23 @@
+"""Datasets: sample photos, synthetic images with known boxes, and WSOL benchmark sets.
+
+The photos are the ones bundled inside the scikit-learn and scikit-image distributions, so
+loading them needs no network (scikit-image fetches its larger data sets with pooch; those
+are not used here). :class:`ImageBoxDataset` reads the weakly supervised localization
+benchmarks (wsolevaluation metadata, CUB-200-2011, Pascal VOC / ImageNet XML) lazily from
+disk; :func:`make_wsol_dataset` makes a synthetic one.
+"""
+
+from ._checks import DatasetFormatError
+from ._image_box import ImageBoxDataset, NormalizeImage
+from ._samples import SAMPLE_PHOTO_NAMES, load_sample_photos
+from ._synthetic import make_squares, make_wsol_dataset
+
+__all__ = [
+    "SAMPLE_PHOTO_NAMES",
+    "DatasetFormatError",
+    "ImageBoxDataset",
+    "NormalizeImage",
+    "load_sample_photos",
+    "make_squares",
+    "make_wsol_dataset",
+]

@@ -1,0 +1,179 @@
+"""What identifies a run (its manifest): the models', explainers' and dataset's fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+_FORMAT_VERSION = 1
+
+
+# Explainer parameters that do not change the rows: a run started on one device may resume on
+# another (the maps then agree to floating-point rounding).
+_UNCONFIGURED_PARAMS = ("model", "verbose", "device")
+
+
+# -- the configuration (the manifest) --------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+        return {"ndarray": list(value.shape), "dtype": str(value.dtype), "sha256": digest}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, type) or callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    name = getattr(value, "name", None)
+    return f"{type(value).__qualname__}({name})" if isinstance(name, str) else repr(value)
+
+
+def _tensor_bytes(tensor: Any) -> bytes:
+    t = tensor.detach().cpu() if hasattr(tensor, "detach") else tensor
+    try:
+        array = np.asarray(t.numpy() if hasattr(t, "numpy") else t)
+    except TypeError:  # bfloat16 and other dtypes NumPy lacks
+        array = np.asarray(t.float().numpy())
+    return np.ascontiguousarray(array).tobytes()
+
+
+def model_fingerprint(model: Any) -> dict:
+    """A stable description of a model for the manifest: a hash of its weights.
+
+    PyTorch modules hash their ``state_dict`` (names, shapes and values, parameters and
+    buffers), Keras models their ``get_weights()``; any other model is described by its class
+    and, where it has them, its parameter count only (``"kind": "class"``).
+
+    Parameters
+    ----------
+    model : object
+        A PyTorch module, a Keras model, or any other object.
+
+    Returns
+    -------
+    fingerprint : dict
+        ``"class"`` (the model's qualified class name), ``"kind"`` (``"weights"`` or
+        ``"class"``) and, for ``"weights"``, ``"n_values"`` and ``"sha256"`` of the weights.
+    """
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    digest = hashlib.sha256()
+    state_dict = getattr(model, "state_dict", None)
+    get_weights = getattr(model, "get_weights", None)
+    if callable(state_dict):
+        n_values = 0
+        for name, tensor in state_dict().items():
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(_tensor_bytes(tensor))
+            n_values += int(np.prod(tuple(tensor.shape)))
+        return {
+            "class": cls,
+            "kind": "weights",
+            "n_values": n_values,
+            "sha256": digest.hexdigest(),
+        }
+    if callable(get_weights):
+        n_values = 0
+        for w in get_weights():
+            w = np.asarray(w)
+            digest.update(f"{w.shape}{w.dtype}".encode())
+            digest.update(np.ascontiguousarray(w).tobytes())
+            n_values += w.size
+        return {
+            "class": cls,
+            "kind": "weights",
+            "n_values": n_values,
+            "sha256": digest.hexdigest(),
+        }
+    count = getattr(model, "count_params", None)
+    return {"class": cls, "kind": "class", "n_values": int(count()) if callable(count) else None}
+
+
+# Where sklearn-caf's explainers were defined before the package was regrouped: manifests
+# written then name these, and must still resume (see ``upgrade_manifest``).
+_FORMER_CLASS_PATHS = {
+    "sklearn_caf._l2caf.L2CAFExplainer": "sklearn_caf.L2CAFExplainer",
+    "sklearn_caf._gradcam.GradCAMExplainer": "sklearn_caf.GradCAMExplainer",
+}
+
+
+def public_class_path(cls: type) -> str:
+    """The dotted path a class is imported from: ``sklearn_caf.L2CAFExplainer``, not the
+    private module that defines it (which may move). Outside sklearn-caf, or where no public
+    module above the defining one exports the class, its defining module and name."""
+    module, name = cls.__module__, cls.__qualname__
+    parts = module.split(".")
+    if parts[0] == "sklearn_caf":
+        for depth in range(1, len(parts) + 1):
+            candidate = ".".join(parts[:depth])
+            if parts[depth - 1].startswith("_"):
+                break
+            if getattr(sys.modules.get(candidate), name, None) is cls:
+                return f"{candidate}.{name}"
+    return f"{module}.{name}"
+
+
+def upgrade_manifest(config: dict) -> dict:
+    """A manifest as this version writes it: explainer classes under their public paths."""
+    for explainer in (config.get("explainers") or {}).values():
+        if isinstance(explainer, dict) and explainer.get("class") in _FORMER_CLASS_PATHS:
+            explainer["class"] = _FORMER_CLASS_PATHS[explainer["class"]]
+    return config
+
+
+def _explainer_config(explainer: Any, models: dict) -> dict:
+    params = explainer.get_params(deep=False)
+    key = id(explainer.model)
+    if key not in models:
+        models[key] = model_fingerprint(explainer.model)
+    return {
+        "class": public_class_path(type(explainer)),
+        "params": {
+            k: _jsonable(v) for k, v in sorted(params.items()) if k not in _UNCONFIGURED_PARAMS
+        },
+        "model": models[key],
+    }
+
+
+def _run_config(
+    explainers, dataset, n_images, task, box_threshold, thresholds, batch_size, faithfulness=None
+):
+    models: dict = {}
+    # batch_size of the faithfulness passes changes the rows only by rounding: not recorded.
+    faith = (
+        None
+        if faithfulness is None
+        else {k: _jsonable(v) for k, v in faithfulness.items() if k != "batch_size"}
+    )
+    return {
+        "format": _FORMAT_VERSION,
+        "task": task,
+        "box_threshold": float(box_threshold),
+        "thresholds": [float(t) for t in thresholds],
+        "batch_size": int(batch_size),
+        "n_images": int(n_images),
+        "n_chunks": -(-n_images // batch_size),
+        "dataset": {"class": type(dataset).__qualname__, "fingerprint": dataset.fingerprint()},
+        "methods": list(explainers),
+        "explainers": {name: _explainer_config(e, models) for name, e in explainers.items()},
+        "faithfulness": faith,
+    }
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+        return out
+    return [] if old == new else [path or "(all)"]
