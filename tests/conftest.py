@@ -22,11 +22,20 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+# The tests live in folders that mirror the package's; a test module may import helpers
+# from one in another folder (``from test_evaluate_cli import wsol_dir``), whichever folder
+# pytest was pointed at.
+for _folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir()):
+    if _folder.name not in {"__pycache__"} and str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 # -- Hypothesis -------------------------------------------------------------------------------
 # deadline=None: the first example of a test pays for tracing a model with torch.fx.

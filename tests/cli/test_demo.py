@@ -232,7 +232,7 @@ def test_demo_help_and_readme_agree_on_the_install():
     help_text = " ".join(result.stdout.split())
     assert 'pip install "sklearn-caf[demo]"' not in help_text
     assert 'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch' in help_text
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert 'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch' in readme
     assert "not on PyPI yet" in readme
 

@@ -19,7 +19,7 @@ Image = pytest.importorskip("PIL.Image")
 from sklearn_caf.cli import main  # noqa: E402
 from sklearn_caf.evaluation import load_report  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 _FACTORY = textwrap.dedent(
     """

@@ -31,7 +31,7 @@ from sklearn_caf.evaluation import (  # noqa: E402
 )
 from sklearn_caf.metrics import best_iou  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CURVES = ["iou_curve_v1", "iou_curve_v2"]
 
 

@@ -321,7 +321,7 @@ def test_parameter_validation_and_not_fitted():
 
 @pytest.mark.parametrize(
     "module",
-    ["sklearn_caf._brnpa", "sklearn_caf.features", "sklearn_caf_torch.brnpa"],
+    ["sklearn_caf._explainers._brnpa", "sklearn_caf.features", "sklearn_caf_torch.brnpa"],
 )
 def test_docstring_examples(module):
     if "torch" in module or module.endswith("features"):

@@ -17,7 +17,7 @@ from torch import nn  # noqa: E402
 
 from sklearn_caf_torch.brnpa import BRNPAPool2d  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "plot_brnpa_parts.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "plot_brnpa_parts.py"
 
 
 def _train(seed: int, n_train: int = 512, n_test: int = 256, epochs: int = 4):

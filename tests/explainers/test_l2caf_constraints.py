@@ -375,7 +375,7 @@ def test_l2_constraint_is_the_default_bit_for_bit(solver, kit):
     assert_array_equal(explicit.maps, default.maps)
     assert_array_equal(explicit.n_iter, default.n_iter)
     assert explicit.params is None and default.params is None
-    # The explicit optimum of tests/test_l2caf.py: -g / ||g||, g = M^T (1 - 2 e_c).
+    # The explicit optimum of tests/explainers/test_l2caf.py: -g / ||g||, g = M^T (1 - 2 e_c).
     g = np.einsum("ndp,nd->np", M, 1 - 2 * np.eye(6)[targets])
     expected = -g / np.linalg.norm(g, axis=1, keepdims=True)
     if solver == "exact":
