@@ -12,8 +12,8 @@ then L-BFGS with short first steps (so that it stays in the basin Adam chose) un
 turns the filter by less than its ``angle_tol``.
 
 A row leaves Adam before ``warm_iter`` once its map has settled (``settle``, see
-:class:`~sklearn_caf._explainers.l2caf._adam.MapSettle`): on EfficientNet-Lite0 most maps stop moving well
-before the last row's does, and those rows need not wait.
+:class:`~sklearn_caf._explainers.l2caf._adam.MapSettle`): on EfficientNet-Lite0 most maps
+stop moving well before the last row's does, and those rows need not wait.
 
 Host synchronisations per batch: Adam's stretch reads the host at its checks only (after
 iteration 1, every ``check_every``, every ``settle.every`` and at ``warm_iter``); L-BFGS
