@@ -7,10 +7,15 @@ benchmarks (wsolevaluation metadata, CUB-200-2011, Pascal VOC / ImageNet XML) la
 disk; :func:`make_wsol_dataset` makes a synthetic one.
 """
 
+from . import _samples
 from ._checks import DatasetFormatError
 from ._image_box import ImageBoxDataset, NormalizeImage
-from ._samples import SAMPLE_PHOTO_NAMES, load_sample_photos
+from ._samples import load_sample_photos
 from ._synthetic import make_squares, make_wsol_dataset
+
+#: Names of the photos returned by :func:`load_sample_photos`, in order. The cat comes first
+#: so that the shortest demo still has an unambiguous ImageNet class in it.
+SAMPLE_PHOTO_NAMES = _samples.SAMPLE_PHOTO_NAMES
 
 __all__ = [
     "SAMPLE_PHOTO_NAMES",

@@ -6,8 +6,8 @@ import numpy as np
 
 from .._utils import import_optional
 
-#: Names of the photos returned by :func:`load_sample_photos`, in order. The cat comes first
-#: so that the shortest demo still has an unambiguous ImageNet class in it.
+# Names of the photos returned by :func:`load_sample_photos`, in order. The cat comes first
+# so that the shortest demo still has an unambiguous ImageNet class in it.
 SAMPLE_PHOTO_NAMES = (
     "chelsea",
     "coffee",

@@ -40,16 +40,21 @@ A class-oblivious map (L2-CAF's Eq. 1, Grad-CAM of an embedding) explains the wh
 its one row serves as the map of the predicted class and of the true class.
 """
 
+from . import _report
 from ._config import model_fingerprint
 from ._faithfulness import deletion_insertion
-from ._report import (
-    CLASSIFICATION_SUMMARY,
-    FAITHFULNESS_SUMMARY,
-    RETRIEVAL_SUMMARY,
-    LocalizationReport,
-)
+from ._report import LocalizationReport
 from ._run import evaluate_localization
 from ._store import load_report
+
+#: Summary columns of a classification run, in order.
+CLASSIFICATION_SUMMARY = _report.CLASSIFICATION_SUMMARY
+
+#: Summary columns of a retrieval run, in order.
+RETRIEVAL_SUMMARY = _report.RETRIEVAL_SUMMARY
+
+#: Summary columns added by ``faithfulness=True``: means over the top-1 rows.
+FAITHFULNESS_SUMMARY = _report.FAITHFULNESS_SUMMARY
 
 __all__ = [
     "CLASSIFICATION_SUMMARY",

@@ -16,7 +16,7 @@ from ..metrics import (
     max_box_accuracy_from_curves,
 )
 
-#: Summary columns of a classification run, in order.
+# Summary columns of a classification run, in order.
 CLASSIFICATION_SUMMARY = (
     "top1_acc",
     "top5_acc",
@@ -28,7 +28,7 @@ CLASSIFICATION_SUMMARY = (
     "best_threshold",
 )
 
-#: Summary columns of a retrieval run, in order.
+# Summary columns of a retrieval run, in order.
 RETRIEVAL_SUMMARY = (
     "recall_at_1",
     "nmi",
@@ -39,7 +39,7 @@ RETRIEVAL_SUMMARY = (
 )
 
 
-#: Summary columns added by ``faithfulness=True``: means over the top-1 rows.
+# Summary columns added by ``faithfulness=True``: means over the top-1 rows.
 FAITHFULNESS_SUMMARY = ("deletion_auc", "insertion_auc")
 
 

@@ -15,9 +15,9 @@ are covered by :func:`localization_correct` and :func:`localization_accuracy`:
 :func:`attention_sparsity` scores how focused attention maps are (BR-NPA's sparsity).
 """
 
+from . import _boxes, _max_box_acc
 from ._attention import attention_sparsity
 from ._boxes import (
-    IOU_THRESHOLD,
     best_iou,
     box_iou,
     box_iou_matrix,
@@ -25,8 +25,6 @@ from ._boxes import (
     localization_correct,
 )
 from ._max_box_acc import (
-    DEFAULT_THRESHOLDS,
-    V2_IOU_THRESHOLDS,
     MaxBoxAccuracy,
     box_iou_curve_pair,
     box_iou_curves,
@@ -34,6 +32,15 @@ from ._max_box_acc import (
     max_box_accuracy_from_curves,
 )
 from ._retrieval import clustering_nmi, recall_at_k
+
+#: The threshold grid of MaxBoxAcc, ``np.arange(0, 1, 0.01)`` (as in Choe et al.).
+DEFAULT_THRESHOLDS = _max_box_acc.DEFAULT_THRESHOLDS
+
+#: The IoU thresholds averaged by MaxBoxAcc v2 (wsolevaluation).
+V2_IOU_THRESHOLDS = _max_box_acc.V2_IOU_THRESHOLDS
+
+#: A box is correct when its IoU with a ground-truth box reaches this (all the papers).
+IOU_THRESHOLD = _boxes.IOU_THRESHOLD
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

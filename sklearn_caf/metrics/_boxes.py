@@ -7,7 +7,7 @@ from sklearn.utils.validation import check_consistent_length
 
 from .._utils import Interval, validate_params
 
-#: A box is correct when its IoU with a ground-truth box reaches this (all the papers).
+# A box is correct when its IoU with a ground-truth box reaches this (all the papers).
 IOU_THRESHOLD = 0.5
 
 

@@ -13,10 +13,10 @@ from ._boxes import _check_true_boxes
 # CVPR 2020): localization accuracy at the best threshold of a grid, without any assumption on
 # the threshold a method needs.
 
-#: The threshold grid of MaxBoxAcc, ``np.arange(0, 1, 0.01)`` (as in Choe et al.).
+# The threshold grid of MaxBoxAcc, ``np.arange(0, 1, 0.01)`` (as in Choe et al.).
 DEFAULT_THRESHOLDS = np.arange(0, 1, 0.01)
 
-#: The IoU thresholds averaged by MaxBoxAcc v2 (wsolevaluation).
+# The IoU thresholds averaged by MaxBoxAcc v2 (wsolevaluation).
 V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
