@@ -85,7 +85,10 @@ def write_dataset(root: Path, n: int) -> None:
         lines["ids"].append(path)
         lines["labels"].append(f"{path},{label}")
         lines["sizes"].append(f"{path},{SIZE},{SIZE}")
-        lines["boxes"] += [f"{path},{','.join(str(int(v)) for v in b)}" for b in boxes]
+        # Inclusive last-pixel coordinates, as wsolevaluation's localization.txt holds them.
+        lines["boxes"] += [
+            f"{path},{x0:g},{y0:g},{x1 - 1:g},{y1 - 1:g}" for x0, y0, x1, y1 in boxes
+        ]
     meta = root / "metadata"
     meta.mkdir()
     for name, key in (

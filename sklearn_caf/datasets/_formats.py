@@ -254,8 +254,19 @@ def read_wsol(
         raise DatasetFormatError(ids_file, None, "lists no image.")
     ids = list(position)
 
-    def lookup(path, number, image_id):
+    def lookup(path, number, image_id, n_fields, what):
         if image_id not in position:
+            # Paths may hold commas, so a line with an extra field reads as an unknown path
+            # ("img,103"): name the field count when a shorter prefix is a listed image.
+            parts = image_id.split(",")
+            for k in range(1, len(parts)):
+                if ",".join(parts[:k]).strip() in position:
+                    raise DatasetFormatError(
+                        path,
+                        number,
+                        f"the line has {n_fields + len(parts) - k} fields where {n_fields} "
+                        f"are expected ({what}).",
+                    )
             raise DatasetFormatError(
                 path, number, f"{image_id!r} is not listed in {ids_file.name}."
             )
@@ -266,7 +277,7 @@ def read_wsol(
     label_lines = np.zeros(n, np.int64)
     for number, text in _lines(labels_file):
         image_id, label = _split(labels_file, number, text, ",", 2, "'path,label'")
-        i = lookup(labels_file, number, image_id)
+        i = lookup(labels_file, number, image_id, 2, "'path,label'")
         label = _number(labels_file, number, text, label, int)
         if label < 0 or (limit is not None and label >= limit):
             bound = f" and below {limit}" if limit is not None else ""
@@ -288,7 +299,7 @@ def read_wsol(
             image_id, width, height = _split(
                 sizes_file, number, text, ",", 3, "'path,width,height'"
             )
-            i = lookup(sizes_file, number, image_id)
+            i = lookup(sizes_file, number, image_id, 3, "'path,width,height'")
             width = _number(sizes_file, number, text, width, int)
             height = _number(sizes_file, number, text, height, int)
             if width < 1 or height < 1:
@@ -307,18 +318,29 @@ def read_wsol(
     box_image, box_coords, box_lines = [], [], []
     for number, text in _lines(boxes_file):
         image_id, *coords = _split(boxes_file, number, text, ",", 5, "'path,x0,y0,x1,y1'")
-        box_image.append(lookup(boxes_file, number, image_id))
+        box_image.append(lookup(boxes_file, number, image_id, 5, "'path,x0,y0,x1,y1'"))
         box_coords.append([_number(boxes_file, number, text, c, float) for c in coords])
         box_lines.append(number)
     box_image = np.asarray(box_image, dtype=np.int64)
     box_lines = np.asarray(box_lines, dtype=np.int64)
-    box_coords = _check_box_table(
-        _convert_boxes(box_coords, box_convention),
-        sizes[box_image],
-        box_lines,
-        boxes_file,
-        clip_boxes,
-    )
+    try:
+        box_coords = _check_box_table(
+            _convert_boxes(box_coords, box_convention),
+            sizes[box_image],
+            box_lines,
+            boxes_file,
+            clip_boxes,
+        )
+    except DatasetFormatError as error:
+        if box_convention == "edges":
+            raise
+        read_as = {"inclusive": "x1 + 1, y1 + 1", "one_based": "x0 - 1, y0 - 1"}[box_convention]
+        raise DatasetFormatError(
+            error.path,
+            error.line,
+            f"{error.message.rstrip('.')}; read with box_convention={box_convention!r} "
+            f"({read_as}).",
+        ) from None
     box_counts = np.bincount(box_image, minlength=n)
 
     has_sizes = sizes_file.is_file()

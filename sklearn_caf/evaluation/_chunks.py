@@ -37,6 +37,8 @@ def _faithfulness_rows(explainer, images, pos, cls, top1, heatmaps, explains_top
             heatmaps[rows],
             targets,
             n_steps=options["n_steps"],
+            step=options.get("step"),
+            protocol=options.get("protocol", "sklearn-caf"),
             baseline=options["baseline"],
             blur_sigma=options["blur_sigma"],
             batch_size=batch_size,

@@ -14,7 +14,11 @@ from .._explainers import BaseExplainer
 from ..metrics import DEFAULT_THRESHOLDS
 from ._chunks import _chunk_data, _evaluate_chunk
 from ._config import _run_config
-from ._faithfulness import DEFAULT_BLUR_SIGMA, DEFAULT_N_STEPS, check_faithfulness_options
+from ._faithfulness import (
+    DEFAULT_BLUR_SIGMA,
+    check_faithfulness_options,
+    check_protocol_options,
+)
 from ._report import LocalizationReport, _pandas, _report
 from ._store import (
     _finished_chunks,
@@ -25,7 +29,7 @@ from ._store import (
     load_report,
 )
 
-_FAITHFULNESS_KEYS = ("n_steps", "baseline", "blur_sigma", "batch_size")
+_FAITHFULNESS_KEYS = ("n_steps", "step", "protocol", "baseline", "blur_sigma", "batch_size")
 
 _TASKS = ("classification", "retrieval")
 
@@ -131,14 +135,19 @@ def _check_faithfulness(faithfulness: Any, task: str) -> dict | None:
             "faithfulness (deletion/insertion) follows the probability of a class; it needs "
             "task='classification', not a retrieval network's embedding."
         )
+    n_steps, step, protocol = check_protocol_options(
+        options.get("n_steps"), options.get("step"), options.get("protocol", "sklearn-caf")
+    )
     n_steps, baseline, blur_sigma, batch_size = check_faithfulness_options(
-        options.get("n_steps", DEFAULT_N_STEPS),
+        n_steps,
         options.get("baseline", 0.0),
         options.get("blur_sigma", DEFAULT_BLUR_SIGMA),
         options.get("batch_size"),
     )
     return {
         "n_steps": n_steps,
+        "step": step,
+        "protocol": protocol,
         "baseline": baseline,
         "blur_sigma": blur_sigma,
         "batch_size": batch_size,
@@ -215,9 +224,10 @@ def evaluate_localization(
         Also score each top-1 map by deletion and insertion (:func:`deletion_insertion`;
         classification only): the columns ``deletion_auc``, ``insertion_auc``,
         ``deletion_curve`` and ``insertion_curve`` in ``per_image`` and the mean AUCs in
-        ``summary``. A dict sets :func:`deletion_insertion`'s options ``n_steps``,
-        ``baseline``, ``blur_sigma`` and ``batch_size`` (``None``: the explainer's). Each
-        top-1 map costs ``2 * (n_steps + 1)`` forward passes. The options are part of the
+        ``summary``. A dict sets :func:`deletion_insertion`'s options ``n_steps`` or
+        ``step``, ``protocol`` (``"rise"`` for RISE's own numbers), ``baseline``,
+        ``blur_sigma`` and ``batch_size`` (``None``: the explainer's). Each top-1 map costs
+        ``2 * (n_steps + 1)`` forward passes. The options are part of the
         run's configuration: a run is resumed only with the same ones.
 
     Returns

@@ -60,7 +60,7 @@ def wsol_dir(tmp_path, monkeypatch):
         ids.append(path)
         labels.append(f"{path},{label}")
         sizes.append(f"{path},48,40")
-        boxes.append(f"{path},{x0},{y0},{x0 + 20},{y0 + 16}")
+        boxes.append(f"{path},{x0},{y0},{x0 + 19},{y0 + 15}")  # inclusive, as wsolevaluation
     for name, lines in (
         ("image_ids.txt", ids),
         ("class_labels.txt", labels),

@@ -50,7 +50,11 @@ def write(path, text):
 
 # -- wsolevaluation layout ------------------------------------------------------------------------
 def make_wsol(tmp_path, *, sizes=True):
-    """Three images: an RGB PNG 40x32 (2 boxes), a grayscale JPEG 20x20, an RGBA PNG 16x8."""
+    """Three images: an RGB PNG 40x32 (2 boxes), a grayscale JPEG 20x20, an RGBA PNG 16x8.
+
+    Boxes are written as wsolevaluation writes them, inclusive (``x1, y1`` the last pixel):
+    as pixel edges they are [4, 4, 36, 28], [0, 0, 20, 20], [0, 8, 8, 32], [2, 1, 10, 7].
+    """
     images = tmp_path / "images"
     write_image(images / "val" / "a.png", 32, 40)
     write_image(images / "val" / "b.jpg", 20, 20, colour=(128, 128, 128), mode="L")
@@ -63,10 +67,10 @@ def make_wsol(tmp_path, *, sizes=True):
     write(
         meta / "localization.txt",
         """
-        val/a.png,4,4,36,28
-        val/b.jpg,0,0,20,20
-        val/a.png,0,8,8,32
-        val/c,comma.png,2,1,10,7
+        val/a.png,4,4,35,27
+        val/b.jpg,0,0,19,19
+        val/a.png,0,8,7,31
+        val/c,comma.png,2,1,9,6
         """,
     )
     return meta, images
@@ -138,7 +142,7 @@ def test_threaded_load_equals_serial_load(tmp_path):
     write(meta / "image_ids.txt", "".join(f"n{k}.jpg\n" for k in range(12)))
     write(meta / "class_labels.txt", "".join(f"n{k}.jpg,{k % 3}\n" for k in range(12)))
     write(meta / "image_sizes.txt", "".join(f"n{k}.jpg,30,24\n" for k in range(12)))
-    write(meta / "localization.txt", "".join(f"n{k}.jpg,0,{k},30,24\n" for k in range(12)))
+    write(meta / "localization.txt", "".join(f"n{k}.jpg,0,{k},29,23\n" for k in range(12)))
     ds = ImageBoxDataset.from_wsol(meta, images, image_size=(16, 20))
     order = [5, 0, 11, 3, 3, 7, 1]
     X1, y1, b1 = ds.load(order)
@@ -167,28 +171,54 @@ def test_wsol_max_images_and_box_conventions(tmp_path):
     meta, images = make_wsol(tmp_path)
     ds = ImageBoxDataset.from_wsol(meta, images, image_size=(32, 40), max_images=1)
     assert ds.ids == ["val/a.png"]
-    # Every line is checked, also those of images beyond max_images: b.jpg's box would be
-    # 21 pixels wide in the inclusive convention, so it shrinks by one here.
-    text = (
-        (meta / "localization.txt")
-        .read_text()
-        .replace("0,0,20,20", "0,0,19,19")
-        .replace("0,8,8,32", "0,8,8,31")
-    )
-    (meta / "localization.txt").write_text(text)
-    inclusive = ImageBoxDataset.from_wsol(
+    # The default reads the files as inclusive: "4,4,35,27" is the pixel-edge box below.
+    np.testing.assert_array_equal(ds.boxes[0], [[4, 4, 36, 28], [0, 8, 8, 32]])
+    explicit = ImageBoxDataset.from_wsol(
         meta, images, image_size=(32, 40), box_convention="inclusive", max_images=1
     )
-    np.testing.assert_array_equal(inclusive.boxes[0][0], [4, 4, 37, 29])
+    np.testing.assert_array_equal(explicit.boxes[0], ds.boxes[0])
     edges = ImageBoxDataset.from_wsol(
         meta, images, image_size=(32, 40), box_convention="edges", max_images=1
     )
-    np.testing.assert_array_equal(edges.boxes[0][0], [4, 4, 36, 28])
-    # 1-based: "0,0,19,19" starts left of the image.
+    np.testing.assert_array_equal(edges.boxes[0], [[4, 4, 35, 27], [0, 8, 7, 31]])
+    # 1-based: "0,0,19,19" starts left of the image. Every line is checked, also those of
+    # images beyond max_images.
     with pytest.raises(
-        DatasetFormatError, match=r"localization.txt, line 2: the box \[-1.0, -1.0"
+        DatasetFormatError,
+        match=r"localization.txt, line 2: the box \[-1.0, -1.0.*"
+        r"read with box_convention='one_based' \(x0 - 1, y0 - 1\)",
     ):
-        ImageBoxDataset.from_wsol(meta, images, box_convention="one_based")
+        ImageBoxDataset.from_wsol(meta, images, box_convention="one_based", max_images=1)
+
+
+@pytest.mark.parametrize("sizes", [True, False])
+def test_wsol_boxes_ending_on_the_last_pixel_are_whole_image_edges(tmp_path, sizes):
+    """wsolevaluation's files end boxes at x1 = W - 1, y1 = H - 1 (inclusive), never at W."""
+    meta, images = make_wsol(tmp_path, sizes=sizes)
+    write(
+        meta / "localization.txt",
+        """
+        val/a.png,0,0,39,31
+        val/b.jpg,3,0,19,19
+        val/a.png,39,31,39,31
+        val/c,comma.png,0,7,15,7
+        """,
+    )
+    ds = ImageBoxDataset.from_wsol(meta, images, image_size=(32, 40))
+    # a.png is 40 x 32 and read at its own size: the whole image, then its last pixel.
+    np.testing.assert_array_equal(ds.boxes[0], [[0, 0, 40, 32], [39, 31, 40, 32]])
+    # b.jpg 20 x 20 -> 40 x 32; c 16 x 8 -> 40 x 32: the box reaches the right edge.
+    np.testing.assert_array_equal(ds.boxes[1], [[3 * 2, 0, 40, 32]])
+    np.testing.assert_array_equal(ds.boxes[2], [[0, 7 * 4, 40, 32]])
+    # Read as edges, the same lines would miss the last row and column, and the single last
+    # pixel (line 3) would be an empty box.
+    with pytest.raises(DatasetFormatError, match=r"localization.txt, line 3: the box is empty"):
+        ImageBoxDataset.from_wsol(meta, images, box_convention="edges")
+    # An edge-convention file whose boxes reach x1 = W is outside the image when read inclusive.
+    write(meta / "localization.txt", "val/a.png,0,0,40,32\nval/b.jpg,0,0,19,19\n")
+    if sizes:
+        with pytest.raises(DatasetFormatError, match=r"line 1: the box \[0.0, 0.0, 41.0, 33.0\]"):
+            ImageBoxDataset.from_wsol(meta, images)
 
 
 @given(
@@ -212,7 +242,10 @@ def test_resize_rule_scales_pixel_edges(tmp_path_factory, width, height, out, fr
     write(root / "image_ids.txt", "i.png\n")
     write(root / "class_labels.txt", "i.png,0\n")
     write(root / "image_sizes.txt", f"i.png,{width},{height}\n")
-    write(root / "localization.txt", f"i.png,{x0},{y0},{x1},{y1}\ni.png,0,0,{width},{height}\n")
+    write(
+        root / "localization.txt",
+        f"i.png,{x0},{y0},{x1 - 1},{y1 - 1}\ni.png,0,0,{width - 1},{height - 1}\n",
+    )
     h, w = out
     ds = ImageBoxDataset.from_wsol(root, root, image_size=out)
     boxes = ds.boxes[0]
@@ -321,13 +354,14 @@ WSOL_CASES = [
     ),
     (
         "localization.txt",
-        "val/a.png,4,4,36,28\nval/b.jpg,0,0,21,20\nval/c,comma.png,2,1,10,7\n",
+        "val/a.png,4,4,35,27\nval/b.jpg,0,0,20,19\nval/c,comma.png,2,1,9,6\n",
         DatasetFormatError,
-        r"localization.txt, line 2: the box \[0.0, 0.0, 21.0, 20.0\] is outside",
+        r"localization.txt, line 2: the box \[0.0, 0.0, 21.0, 20.0\] is outside .*"
+        r"read with box_convention='inclusive' \(x1 \+ 1, y1 \+ 1\)",
     ),
     (
         "localization.txt",
-        "val/a.png,4,4,4,28\nval/b.jpg,0,0,20,20\nval/c,comma.png,2,1,10,7\n",
+        "val/a.png,4,4,3,27\nval/b.jpg,0,0,19,19\nval/c,comma.png,2,1,9,6\n",
         DatasetFormatError,
         r"localization.txt, line 1: the box is empty",
     ),
@@ -345,15 +379,34 @@ WSOL_CASES = [
     ),
     (
         "localization.txt",
-        "val/a.png,4,4,36,28\nval/c,comma.png,2,1,10,7\n",
+        "val/a.png,4,4,35,27\nval/c,comma.png,2,1,9,6\n",
         DatasetFormatError,
         r"localization.txt: no box for 'val/b.jpg' \(listed in image_ids.txt, line 2\)",
     ),
     (
         "localization.txt",
-        "val/a.png,4,4,36,28\nval/b.jpg,0,0,20,20\nval/q.png,0,0,1,1\n",
+        "val/a.png,4,4,35,27\nval/b.jpg,0,0,19,19\nval/q.png,0,0,1,1\n",
         DatasetFormatError,
         r"localization.txt, line 3: 'val/q.png' is not listed in image_ids",
+    ),
+    (
+        "localization.txt",
+        "val/a.png,4,4,35,27\nval/b.jpg,0,0,19,19,7\nval/c,comma.png,2,1,9,6\n",
+        DatasetFormatError,
+        r"localization.txt, line 2: the line has 6 fields where 5 are expected "
+        r"\('path,x0,y0,x1,y1'\)",
+    ),
+    (
+        "localization.txt",
+        "val/a.png,4,4,35,27\nval/b.jpg,0,0,19,19\nval/c,comma.png,2,1,9,6,0,0\n",
+        DatasetFormatError,
+        r"localization.txt, line 3: the line has 7 fields where 5 are expected",
+    ),
+    (
+        "class_labels.txt",
+        "val/a.png,2\nval/b.jpg,0,1\nval/c,comma.png,7\n",
+        DatasetFormatError,
+        r"class_labels.txt, line 2: the line has 3 fields where 2 are expected",
     ),
 ]
 
@@ -417,13 +470,13 @@ def test_clip_boxes(tmp_path):
     meta, images = make_wsol(tmp_path)
     write(
         meta / "localization.txt",
-        "val/a.png,-3,4,50,28\nval/b.jpg,0,0,20,20\nval/c,comma.png,2,1,10,7\n",
+        "val/a.png,-3,4,50,27\nval/b.jpg,0,0,19,19\nval/c,comma.png,2,1,9,6\n",
     )
     ds = ImageBoxDataset.from_wsol(meta, images, image_size=(32, 40), clip_boxes=True)
     np.testing.assert_array_equal(ds.boxes[0], [[0, 4, 40, 28]])
     write(
         meta / "localization.txt",
-        "val/a.png,45,4,50,28\nval/b.jpg,0,0,20,20\nval/c,comma.png,2,1,10,7\n",
+        "val/a.png,45,4,50,27\nval/b.jpg,0,0,19,19\nval/c,comma.png,2,1,9,6\n",
     )
     with pytest.raises(DatasetFormatError, match="line 1: the box after clipping is empty"):
         ImageBoxDataset.from_wsol(meta, images, clip_boxes=True)

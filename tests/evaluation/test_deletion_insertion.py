@@ -109,8 +109,8 @@ def test_linear_model_gives_the_exact_curves(kit):
     maps = np.random.default_rng(0).integers(0, 4, size=(2, H, W)).astype(np.float32)
     baseline_c = np.array([0.3, -0.7, 1.1])
     sigma = 1.3
-    n_steps = 3  # 20 pixels: steps of 6, 7 and 7
-    counts = [0, 6, 13, 20]
+    n_steps = 3  # 20 pixels: steps of equal size, 7, 7, then the 6 left
+    counts = [0, 7, 14, 20]
     explainer = FixedMap(model=kit.model(net), maps=maps)
     baseline = baseline_c[:, None, None] if kit.name == "torch" else baseline_c
     table = deletion_insertion(
@@ -153,16 +153,36 @@ def test_linear_model_gives_the_exact_curves(kit):
 def test_auc_is_the_trapezoid_rule_on_a_hand_made_curve():
     from sklearn_caf.evaluation._faithfulness import _trapezoid, pixel_counts
 
-    # 10 pixels in 4 steps: 0, 2, 5, 7, 10 pixels moved.
+    # 10 pixels in 4 steps of equal size: 0, 3, 6, 9, 10 pixels moved.
     counts = pixel_counts(10, 4)
-    np.testing.assert_array_equal(counts, [0, 2, 5, 7, 10])
+    np.testing.assert_array_equal(counts, [0, 3, 6, 9, 10])
     curve = np.array([0.9, 0.6, 0.2, 0.1, 0.0])
     x = counts / 10
-    by_hand = 0.2 * (0.9 + 0.6) / 2 + 0.3 * (0.6 + 0.2) / 2 + 0.2 * (0.2 + 0.1) / 2 + 0.3 * 0.05
+    by_hand = 0.3 * (0.9 + 0.6) / 2 + 0.3 * (0.6 + 0.2) / 2 + 0.3 * (0.2 + 0.1) / 2 + 0.1 * 0.05
     assert _trapezoid(curve, x) == pytest.approx(by_hand, abs=1e-15)
     assert _trapezoid(curve, x) == pytest.approx(np.trapezoid(curve, x), abs=1e-15)
     # A constant curve's area is the constant: the x-axis spans [0, 1].
     assert _trapezoid(np.full(5, 0.37), x) == pytest.approx(0.37)
+
+
+def test_steps_move_the_same_number_of_pixels():
+    from sklearn_caf.evaluation._faithfulness import pixel_counts
+
+    # RISE's rule, for a step given in pixels or derived from n_steps: every step moves the
+    # same number of pixels, the last one what is left (224 x 224 images, 100-pixel steps:
+    # 100, 200, ..., 50100, 50176 -- not 99, 199, ...).
+    counts = pixel_counts(224 * 224, step=100)
+    assert len(counts) == 503
+    np.testing.assert_array_equal(counts[:4], [0, 100, 200, 300])
+    np.testing.assert_array_equal(counts[-2:], [50100, 50176])
+    np.testing.assert_array_equal(pixel_counts(224 * 224, 502), counts)
+    counts = pixel_counts(224 * 224, 100)  # steps of 502
+    assert len(counts) == 101 and set(np.diff(counts)[:-1]) == {502}
+    assert counts[-1] - counts[-2] == 50176 - 99 * 502
+    np.testing.assert_array_equal(pixel_counts(12, 4), [0, 3, 6, 9, 12])
+    # More steps than sqrt(P) can need fewer: 10 pixels in 6 steps of 2 is 5 steps.
+    np.testing.assert_array_equal(pixel_counts(10, 6), [0, 2, 4, 6, 8, 10])
+    np.testing.assert_array_equal(pixel_counts(10, step=20), [0, 10])
 
 
 def test_ties_are_broken_in_row_major_order():
@@ -295,6 +315,10 @@ def test_random_map_has_a_worse_deletion_auc_than_the_methods(kit, trained):
         ({"n_steps": 0}, "n_steps must be a positive integer"),
         ({"n_steps": 2.5}, "n_steps must be a positive integer"),
         ({"n_steps": 257}, "n_steps=257 is more than the 256 pixels"),
+        ({"step": 0}, r"step must be a positive integer \(pixels\) or None"),
+        ({"step": 1.5}, r"step must be a positive integer \(pixels\) or None"),
+        ({"step": 4, "n_steps": 8}, "give n_steps or step, not both"),
+        ({"protocol": "RISE"}, r"protocol must be one of \('sklearn-caf', 'rise'\)"),
         ({"blur_sigma": -1.0}, "blur_sigma must be a number >= 0"),
         ({"blur_sigma": "wide"}, "blur_sigma must be a number >= 0"),
         ({"batch_size": 0}, "batch_size must be a positive integer or None"),
@@ -538,3 +562,137 @@ def test_properties_on_random_linear_models_and_maps(seed, size, n_steps, sigma)
     # Only the order of the map matters: a strictly increasing transform changes nothing.
     warped = deletion_insertion(FixedMap(model=net, maps=maps**3 * 5 - 2), X, **kwargs)
     pd.testing.assert_frame_equal(table, warped)
+
+
+# -- protocol="rise": RISE's CausalMetric, rule by rule ---------------------------------------
+def rise_kernel_by_hand(klen=11, nsig=5.0):
+    """RISE's gkern: scipy's gaussian_filter of a centred klen x klen impulse, written out.
+
+    gaussian_filter is separable; in 1-D it correlates with exp(-j^2 / 2 sigma^2), j in
+    [-r, r], r = int(4 sigma + 0.5), normalized, the signal extended by half-sample
+    reflection (period 2 klen): the impulse at c reappears wherever the reflection maps to c.
+    """
+    r = int(4.0 * nsig + 0.5)
+    j = np.arange(-r, r + 1)
+    w = np.exp(-0.5 * (j / nsig) ** 2)
+    w /= w.sum()
+    c = klen // 2
+    line = np.zeros(klen)
+    for i in range(klen):
+        for p in range(i - r, i + r + 1):
+            q = p % (2 * klen)
+            if (q if q < klen else 2 * klen - 1 - q) == c:
+                line[i] += w[p - i + r]
+    return np.outer(line, line)
+
+
+def rise_substrate_by_hand(image_chw, kernel):
+    """conv2d(x, kern, padding=klen // 2) of one image, channel by channel, zero padded."""
+    k = kernel.shape[0]
+    pad = k // 2
+    C, H, W = image_chw.shape
+    padded = np.pad(np.asarray(image_chw, np.float64), [(0, 0), (pad, pad), (pad, pad)])
+    out = np.zeros((C, H, W))
+    for dy in range(k):
+        for dx in range(k):
+            out += kernel[dy, dx] * padded[:, dy : dy + H, dx : dx + W]
+    return out
+
+
+def rise_auc(arr):
+    return (arr.sum() - arr[0] / 2 - arr[-1] / 2) / (arr.shape[0] - 1)
+
+
+def test_rise_kernel_is_gkern_and_narrower_than_its_sigma():
+    from sklearn_caf.evaluation._faithfulness import rise_kernel
+
+    kernel = rise_kernel(5.0)
+    assert kernel.shape == (11, 11) and kernel.dtype == np.float32
+    np.testing.assert_allclose(kernel, rise_kernel_by_hand(11, 5.0), rtol=1e-6, atol=1e-9)
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-6)
+    # The reflected tails pile up inside the square: an effective std of about 3.1 px.
+    offsets = np.arange(11) - 5
+    std = np.sqrt((kernel.sum(axis=0) * offsets**2).sum())
+    assert 3.0 < std < 3.2
+
+
+def test_rise_protocol_reproduces_causal_metric(kit):
+    """Every point of RISE's deletion and insertion curves and its AUCs, on maps with ties,
+    a step that does not divide the pixel count, from RISE's rules written out here."""
+    net = tiny_cnn(n_classes=4, seed=1)
+    C, H, W = 3, 12, 12
+    P = H * W
+    X = images(3, (H, W), channels=C, seed=5) * 2
+    rng = np.random.default_rng(1)
+    maps = rng.integers(0, 4, size=(3, H, W)).astype(np.float32)  # many ties
+    step = 10  # 15 steps: 14 of 10 pixels, then 4
+    explainer = FixedMap(model=kit.model(net), maps=maps)
+    table = deletion_insertion(explainer, kit.x(X), step=step, protocol="rise", batch_size=4)
+    p = model_probabilities(kit, net, X)
+    np.testing.assert_array_equal(table["target"], p.argmax(axis=1))
+    kernel = rise_kernel_by_hand(11, 5.0)
+    n_steps = (P + step - 1) // step
+    for i in range(3):
+        c = int(p[i].argmax())
+        order = np.flip(np.argsort(maps[i].reshape(-1, P), axis=1), axis=-1)[0]
+        image = X[i].reshape(C, P).astype(np.float64)
+        blurred = rise_substrate_by_hand(X[i], kernel).reshape(C, P)
+        curves = {}
+        for mode, start, finish in (
+            ("deletion", image.copy(), np.zeros_like(image)),
+            ("insertion", blurred.copy(), image),
+        ):
+            scores = np.empty(n_steps + 1)
+            for k in range(n_steps + 1):
+                probs = model_probabilities(kit, net, start.reshape(1, C, H, W).astype(np.float32))
+                scores[k] = probs[0, c]
+                coords = order[step * k : step * (k + 1)]
+                start[:, coords] = finish[:, coords]
+            curves[mode] = scores
+        row = table.iloc[i]
+        assert len(row["deletion_curve"]) == n_steps + 1 == 16
+        np.testing.assert_allclose(row["deletion_curve"], curves["deletion"], atol=2e-6)
+        np.testing.assert_allclose(row["insertion_curve"], curves["insertion"], atol=2e-6)
+        np.testing.assert_allclose(row["fraction"], np.arange(16) / 15)
+        assert row["deletion_auc"] == pytest.approx(rise_auc(curves["deletion"]), abs=2e-6)
+        assert row["insertion_auc"] == pytest.approx(rise_auc(curves["insertion"]), abs=2e-6)
+    # The protocols differ on these maps: ties, blur and steps are each a part of the answer.
+    ours = deletion_insertion(explainer, kit.x(X), step=step, batch_size=4)
+    gap = np.abs(np.stack(ours["insertion_curve"]) - np.stack(table["insertion_curve"]))
+    assert gap.max() > 1e-3
+
+
+def test_rise_order_is_the_reverse_of_argsort_not_row_major():
+    from sklearn_caf.evaluation._faithfulness import rise_ranks
+
+    maps = np.array([[[0.5, 1.0], [0.5, 1.0]]], dtype=np.float32)
+    # 4 pixels (NumPy sorts so few stably): ties come last-first, the reverse of ours.
+    np.testing.assert_array_equal(rise_ranks(maps), [[[3, 1], [2, 0]]])
+    np.testing.assert_array_equal(saliency_ranks(maps), [[[2, 0], [3, 1]]])
+    big = np.random.default_rng(0).integers(0, 3, size=(2, 16, 16)).astype(np.float32)
+    ranks = rise_ranks(big)
+    for i in range(2):
+        order = np.flip(np.argsort(big[i].ravel()))
+        np.testing.assert_array_equal(ranks[i].ravel()[order], np.arange(256))
+
+
+def test_rise_protocol_through_the_runner(wsol):
+    from sklearn_caf.evaluation import evaluate_localization
+
+    data, net = wsol
+    explainers = {"gradcam": GradCAMExplainer(model=net, layer="relu2")}
+    options = {"step": 100, "protocol": "rise", "blur_sigma": 5.0}
+    report = evaluate_localization(
+        explainers, data, batch_size=4, progress=False, faithfulness=options
+    )
+    assert report.config["faithfulness"]["protocol"] == "rise"
+    assert report.config["faithfulness"]["step"] == 100
+    rows = report.per_image
+    top_rows = rows[rows["explains_top1"].to_numpy()].sort_values("image_index")
+    images_, _, _ = data.load(np.arange(6))
+    targets = top_rows["explained_class"].to_numpy()
+    direct = deletion_insertion(explainers["gradcam"], images_, targets=targets, **options)
+    ours = deletion_insertion(explainers["gradcam"], images_, targets=targets, step=100)
+    for name in ("deletion_auc", "insertion_auc"):
+        np.testing.assert_allclose(top_rows[name], direct[name], atol=1e-6)
+    assert np.abs(top_rows["insertion_auc"].to_numpy() - ours["insertion_auc"]).max() > 1e-4
