@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-_FORMAT_VERSION = 1
+#: The run folder's format: 2 added the parts' checksum files and identity (run, chunk).
+_FORMAT_VERSION = 2
 
 
 # Explainer parameters that do not change the rows: a run started on one device may resume on
