@@ -462,6 +462,76 @@ def test_model_fingerprint_hashes_weights():
         b.fc.bias[0] += 1e-6
     assert model_fingerprint(a)["sha256"] != model_fingerprint(b)["sha256"]
     assert model_fingerprint(object())["kind"] == "class"
+    assert "architecture" in model_fingerprint(a)
+
+
+def test_model_fingerprint_covers_the_torch_architecture(wsol, tmp_path):
+    # Same weights, another pooling or activation: the weights' hash agrees, the
+    # architecture's does not; the same model rebuilt agrees on both.
+    a = pooled_cnn()
+    assert model_fingerprint(a) == model_fingerprint(pooled_cnn())
+    variants = {"pool": nn.MaxPool2d(4), "relu": nn.LeakyReLU(0.01)}
+    for name, module in variants.items():
+        b = pooled_cnn()
+        setattr(b, name, module)
+        fa, fb = model_fingerprint(a), model_fingerprint(b)
+        assert fa["sha256"] == fb["sha256"]
+        assert fa["architecture"] != fb["architecture"], name
+    c = pooled_cnn()
+    c.pool.ceil_mode = True  # not in AvgPool2d's extra_repr
+    assert model_fingerprint(c)["architecture"] != model_fingerprint(a)["architecture"]
+    # Traced models (torch.fx): their generated code is hashed too.
+    b = pooled_cnn()
+    b.pool = nn.MaxPool2d(4)
+    traced = [torch.fx.symbolic_trace(m) for m in (a, pooled_cnn(), b)]
+    assert model_fingerprint(traced[0]) == model_fingerprint(traced[1])
+    assert (
+        model_fingerprint(traced[0])["architecture"]
+        != model_fingerprint(traced[2])["architecture"]
+    )
+
+    # As the issue measured it: a resume with the other architecture is refused.
+    out = tmp_path / "run"
+    gradcam = {"gradcam": GradCAMExplainer(model=a, layer="pool")}
+    evaluate_localization(gradcam, wsol, batch_size=5, out=out, progress=False)
+    (out / "part-000002.parquet").unlink()
+    with pytest.raises(ValueError, match=r"different configuration.*model\.architecture"):
+        evaluate_localization(
+            {"gradcam": GradCAMExplainer(model=b, layer="pool")},
+            wsol,
+            batch_size=5,
+            out=out,
+            progress=False,
+        )
+
+
+def test_model_fingerprint_covers_the_keras_architecture():
+    from conftest import import_tensorflow
+
+    _, keras = import_tensorflow()
+    L = keras.layers
+
+    def build(pool, act):
+        images = keras.Input((16, 16, 3), name="images")
+        h = L.Conv2D(4, 3, padding="same", name="conv")(images)
+        h = act(name="act")(h)
+        h = pool(2, name="pool")(h)
+        h = L.GlobalAveragePooling2D(name="gap")(h)
+        return keras.Model(images, L.Dense(3, name="fc")(h))
+
+    reference = build(L.AveragePooling2D, L.ReLU)
+    weights = reference.get_weights()
+
+    def fingerprint(pool, act):
+        model = build(pool, act)
+        model.set_weights(weights)
+        return model_fingerprint(model)
+
+    a = model_fingerprint(reference)
+    assert a == fingerprint(L.AveragePooling2D, L.ReLU)  # rebuilt (another model name)
+    for other in (fingerprint(L.MaxPooling2D, L.ReLU), fingerprint(L.AveragePooling2D, L.ELU)):
+        assert other["sha256"] == a["sha256"]
+        assert other["architecture"] != a["architecture"]
 
 
 def test_the_manifest_names_explainers_by_their_public_path(wsol, tmp_path):
