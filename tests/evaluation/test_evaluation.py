@@ -453,6 +453,57 @@ def test_bad_explainers_and_datasets_are_refused(wsol, tmp_path):
         )
 
 
+class _NaNOnMarker(nn.Module):
+    """pooled_cnn whose outputs (where="outputs") or features at "poison" (where="maps",
+    cleaned before the head: the outputs stay finite, the maps do not; they used to be
+    normalized into all-zero heatmaps) are NaN for the images marked by x[:, 0, 0, 0] == 7."""
+
+    def __init__(self, where):
+        super().__init__()
+        self.net, self.where = pooled_cnn(), where
+        self.poison = nn.Identity()
+
+    def forward(self, x):
+        nan = torch.where((x[:, 0, 0, 0] == 7.0)[:, None], float("nan"), 0.0)
+        h = self.net.pool(self.net.relu(self.net.conv(x)))
+        if self.where == "maps":
+            h = torch.nan_to_num(self.poison(h + nan[:, :, None, None]))
+        y = self.net.fc(self.net.flatten(self.net.gap(h)))
+        return y + nan if self.where == "outputs" else y  # added: others' gradients finite
+
+
+def test_non_finite_outputs_or_maps_are_errors_naming_the_image(wsol, tmp_path):
+    # As the issue measured it: NaN logits gave pred_top5 = [0, 1, 2] and whole-image boxes.
+    X, y, boxes = wsol.load(np.arange(8))
+    X = X.copy()
+    X[5, 0, 0, 0] = 7.0
+    data = ImageBoxDataset.from_arrays(X, y, boxes)
+    specific = {"objective": "class-specific", "max_iter": 5}
+    cases = [
+        ("outputs", "net.pool", GradCAMExplainer, {}, r"model outputs \(logits\)"),
+        ("outputs", "net.pool", L2CAFExplainer, specific, r"model outputs \(logits\)"),
+        ("maps", "poison", GradCAMExplainer, {}, "maps"),
+    ]
+    for where, layer, kind, params, what in cases:
+        net = _NaNOnMarker(where).eval()
+        explainer = kind(model=net, layer=layer, **params)
+        with pytest.raises(ValueError, match=rf"the {what} of image 5 \(id '5'\).*not finite"):
+            evaluate_localization({"m": explainer}, data, batch_size=4, progress=False)
+    # What was done before stays, and is resumable.
+    out = tmp_path / "run"
+    net = _NaNOnMarker("outputs").eval()
+    with pytest.raises(ValueError, match="image 5"):
+        evaluate_localization(
+            {"m": GradCAMExplainer(model=net, layer="net.pool")},
+            data,
+            batch_size=4,
+            out=out,
+            progress=False,
+        )
+    partial = load_report(out)
+    assert not partial.complete and partial.n_images == 4
+
+
 def test_model_fingerprint_hashes_weights():
     a, b = pooled_cnn(seed=0), pooled_cnn(seed=0)
     assert model_fingerprint(a) == model_fingerprint(b)
