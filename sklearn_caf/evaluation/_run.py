@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from ._chunks import _chunk_data, _evaluate_chunk
 from ._config import _run_config
 from ._faithfulness import DEFAULT_BLUR_SIGMA, DEFAULT_N_STEPS, check_faithfulness_options
 from ._report import LocalizationReport, _pandas, _report
-from ._store import _parquet, _prepare_out, _write_part, load_report, run_identity
+from ._store import _parquet, _prepare_out, _run_lock, _write_part, load_report, run_identity
 
 _FAITHFULNESS_KEYS = ("n_steps", "baseline", "blur_sigma", "batch_size")
 
@@ -250,8 +251,6 @@ def evaluate_localization(
     >>> int(report.per_image["image_index"].nunique())
     8
     """
-    import joblib
-
     explainers = _check_explainers(explainers)
     n_images = _check_dataset(dataset)
     if task not in _TASKS:
@@ -282,7 +281,47 @@ def evaluate_localization(
         int(batch_size),
         faithfulness,
     )
-    out_dir, finished = (None, {}) if out is None else _prepare_out(out, config)
+    with contextlib.ExitStack() as stack:
+        out_dir, finished = None, {}
+        if out is not None:
+            stack.enter_context(_run_lock(out))  # held until the report is read back
+            out_dir, finished = _prepare_out(out, config)
+        tables = _dispatch(
+            explainers,
+            dataset,
+            config,
+            finished,
+            out_dir,
+            n_jobs,
+            progress,
+            task,
+            float(box_threshold),
+            thresholds,
+            faithfulness,
+        )
+        if out_dir is not None:
+            return load_report(out_dir)
+    return _report([tables[c] for c in sorted(tables)], config, None)
+
+
+def _dispatch(
+    explainers,
+    dataset,
+    config,
+    finished,
+    out_dir,
+    n_jobs,
+    progress,
+    task,
+    box_threshold,
+    thresholds,
+    faithfulness,
+):
+    """Run the pending chunks through joblib; write each as a part (``out_dir``) or return
+    the tables by chunk (``out_dir=None``)."""
+    import joblib
+
+    batch_size, n_images = config["batch_size"], config["n_images"]
     run_id = run_identity(json.loads(json.dumps(config)))
     chunks = [
         (c, np.arange(c * batch_size, min((c + 1) * batch_size, n_images)))
@@ -299,7 +338,7 @@ def evaluate_localization(
                 explainers,
                 *_chunk_data(dataset, idx),
                 task,
-                float(box_threshold),
+                box_threshold,
                 thresholds,
                 faithfulness,
             )
@@ -315,6 +354,4 @@ def evaluate_localization(
     finally:
         if bar is not None:
             bar.close()
-    if out_dir is not None:
-        return load_report(out_dir)
-    return _report([tables[c] for c in sorted(tables)], config, None)
+    return tables

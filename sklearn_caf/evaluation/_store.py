@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import re
+import socket
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -206,6 +208,62 @@ def _set_aside(out: Path, bad: list, good: dict, n_chunks: int) -> None:
         )
 
 
+try:  # POSIX; elsewhere runs are not locked (documented)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+_LOCK = ".lock"
+
+
+def _out_dir(out: Any) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} exists and is not a directory.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@contextlib.contextmanager
+def _run_lock(out: Any):
+    """Hold an exclusive OS lock (``fcntl.flock``) on ``out/.lock`` for a run's duration.
+
+    A second run into the same folder is refused with the holder's PID and host. The
+    kernel releases the lock when its process ends, however it ends: the lock of a killed
+    run is stale at once and the next run takes it. The file descriptor is not inherited
+    by worker processes.
+    """
+    out = _out_dir(out)
+    if fcntl is None:  # pragma: no cover - Windows
+        yield out
+        return
+    path = out / _LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(path.read_text())
+                who = f"pid {holder['pid']} on host {holder['host']}, since {holder['since']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                who = "a process that has not yet written its PID"
+            raise ValueError(
+                f"out={str(out)!r} is in use by another run ({who}; lock file {path}). Wait "
+                "for it to finish, stop it, or give another out directory."
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield out
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _read_manifest(out: Path) -> dict:
     manifest = out / _MANIFEST
     try:
@@ -228,11 +286,8 @@ def _read_manifest(out: Path) -> dict:
 
 def _prepare_out(out: Any, config: dict) -> tuple[Path, dict[int, Path]]:
     """The run folder, created or checked against ``config``, and its verified parts
-    (those that fail verification are set aside)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out={str(out)!r} exists and is not a directory.")
-    out.mkdir(parents=True, exist_ok=True)
+    (those that fail verification are set aside). Call it holding :func:`_run_lock`."""
+    out = _out_dir(out)
     manifest = out / _MANIFEST
     normalized = json.loads(json.dumps(config))
     if manifest.exists():

@@ -311,6 +311,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_serial_rows(tmp_path, monkeypa
     n_parts = len(list(out.glob("part-*.parquet")))
     assert 3 <= n_parts < 10
     assert not load_report(out).complete
+    assert (out / ".lock").exists()  # the killed run's lock: released by the kernel
 
     explainers, data = killrun.setup()
     resumed = evaluate_localization(explainers, data, batch_size=2, out=out, progress=False)

@@ -173,3 +173,51 @@ def test_old_format_and_unreadable_manifests_are_refused_clearly(net, data, fold
     manifest.write_text(json.dumps(config)[:50])
     with pytest.raises(ValueError, match=r"manifest\.json cannot be read as a run manifest"):
         load_report(folder)
+
+
+_HOLD_LOCK = """
+import sys, time
+from sklearn_caf.evaluation._store import _run_lock
+with _run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_is_not(
+    net, data, tmp_path
+):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from test_evaluation import ROOT
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(out)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        # The holder's temporary part (a write in progress) must survive the refused run.
+        tmp = out / ".part-000000.parquet.1-abcd.tmp"
+        tmp.write_bytes(b"being written")
+        pattern = rf"in use by another run \(pid {holder.pid} on host {socket.gethostname()}"
+        with pytest.raises(ValueError, match=pattern):
+            run(net, data, out)
+        assert tmp.read_bytes() == b"being written"
+        assert not (out / "manifest.json").exists()
+        holder.send_signal(signal.SIGKILL)
+        assert holder.wait(30) == -signal.SIGKILL
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.stdout.close()
+    # The killed holder's lock is stale: the next run takes it and cleans up after it.
+    assert (out / ".lock").exists()
+    report = run(net, data, out)
+    assert report.complete and not tmp.exists()
+    assert json.loads((out / ".lock").read_text())["pid"] == os.getpid()
