@@ -393,5 +393,10 @@ def load_report(out: str | os.PathLike) -> LocalizationReport:
             UserWarning,
             stacklevel=caller_stacklevel(),
         )
-    tables = [pq.read_table(path).replace_schema_metadata(None) for path in good.values()]
+    tables = []
+    for path in good.values():
+        try:
+            tables.append(pq.read_table(path).replace_schema_metadata(None))
+        except Exception as exc:  # verified, yet unreadable: name it rather than guess
+            raise OSError(f"{path} passed its checksum but cannot be read: {exc}") from exc
     return _report(tables, config, out, complete=len(good) == config["n_chunks"])
