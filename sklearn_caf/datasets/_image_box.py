@@ -281,8 +281,9 @@ class ImageBoxDataset:
         Raises
         ------
         ValueError
-            If the shapes disagree, a label is negative or not below ``n_classes``, or a box is
-            empty or outside its image.
+            If the shapes disagree, a label is negative or not below ``n_classes``, a box is
+            empty or outside its image, or an image holds NaN or infinite pixels (a memmap's
+            images are checked as they are loaded).
 
         Examples
         --------
@@ -309,6 +310,19 @@ class ImageBoxDataset:
         image_size = images.shape[1:3] if channels_last else images.shape[2:4]
         labels = _check_labels(labels, n, n_classes, classes)
         box_data, offsets = _check_array_boxes(boxes, n, image_size)
+        if images.dtype.kind == "f" and not isinstance(images, np.memmap):
+            # In memory: checked now, a block at a time (a memmap is checked as it is read).
+            for start in range(0, n, 256):
+                block = images[start : start + 256].reshape(min(256, n - start), -1)
+                with np.errstate(over="ignore"):  # beyond float32's range: inf, refused
+                    finite = np.isfinite(block.astype(np.float32, copy=False)).all(axis=1)
+                if not finite.all():
+                    bad = (start + np.flatnonzero(~finite)).tolist()
+                    raise ValueError(
+                        f"images[{bad[0]}] holds NaN or infinite pixels (as float32"
+                        f"{'; also images' + str(bad[1:6]) if len(bad) > 1 else ''}); a model "
+                        "cannot explain them. Fix or drop these images."
+                    )
         return cls(
             ids=[str(i) for i in range(n)],
             labels=labels,
@@ -663,7 +677,9 @@ class ImageBoxDataset:
         ):
             raise ValueError(f"n_threads must be a positive int; got {n_threads!r}.")
         if self._images is not None:
-            images = [np.asarray(self._images[positions], dtype=np.float32)]
+            with np.errstate(over="ignore"):
+                images = [np.asarray(self._images[positions], dtype=np.float32)]
+            self._check_finite(images[0], positions)
         elif n_threads > 1 and len(positions) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -853,10 +869,29 @@ class ImageBoxDataset:
     # -- reading ------------------------------------------------------------------------------
     def _image(self, i: int) -> np.ndarray:
         if self._images is not None:
-            return np.asarray(self._images[i], dtype=np.float32)
-        rgb = self._read_rgb(i)
-        image = np.asarray(self._preprocess(rgb), dtype=np.float32)
+            with np.errstate(over="ignore"):
+                image = np.asarray(self._images[i], dtype=np.float32)
+        else:
+            rgb = self._read_rgb(i)
+            image = np.asarray(self._preprocess(rgb), dtype=np.float32)
+        self._check_finite(image[None], [i])
         return image
+
+    def _check_finite(self, images: np.ndarray, positions: list[int]) -> None:
+        """Refuse NaN or infinite pixels (after the cast to float32), naming the images."""
+        finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if finite.all():
+            return
+        bad = [positions[k] for k in np.flatnonzero(~finite)]
+        shown = ", ".join(f"{i} (id {self._ids[i]!r})" for i in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        where = (
+            "as given" if self._images is not None else f"after preprocess={self._preprocess!r}"
+        )
+        raise ValueError(
+            f"image {shown}{more} of the dataset holds NaN or infinite pixels ({where}); a "
+            "model cannot explain them. Fix or drop these images."
+        )
 
     def _path(self, i: int) -> Path:
         return self._image_root / self._ids[i]

@@ -56,6 +56,23 @@ def _faithfulness_rows(explainer, images, pos, cls, top1, heatmaps, explains_top
     }
 
 
+def _check_finite(values, what, name, positions, indices, ids) -> None:
+    """Refuse non-finite model outputs or maps, naming the images (never a made-up row)."""
+    values = np.asarray(values)
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if finite.all():
+        return
+    bad = sorted(set(np.asarray(positions)[~finite].tolist()))
+    shown = ", ".join(f"{int(indices[p])} (id {ids[p]!r})" for p in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise ValueError(
+        f"explainers[{name!r}]: the {what} of image {shown}{more} of the dataset are not "
+        "finite (NaN or Inf); no prediction, map or box is made up for them. Check the model "
+        "on these images (its weights, their pixels, the preprocessing) or leave them out "
+        "of the dataset."
+    )
+
+
 def _chunk_rows(
     explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness=None
 ):
@@ -77,6 +94,10 @@ def _chunk_rows(
     for name, explainer in explainers.items():
         explanation = explainer.explain(images)
         outputs = explanation.outputs
+        kind = "model outputs (logits)" if task == "classification" else "embeddings"
+        _check_finite(outputs, kind, name, np.arange(len(outputs)), indices, ids)
+        # The raw maps: a NaN map would be normalized into a constant (all-zero) heatmap.
+        _check_finite(explanation.maps, "maps", name, np.arange(len(outputs)), indices, ids)
         # (row image position, explained class, heatmap) for every map of this method
         pos, cls, maps = [], [], []
         if explanation.targets is None:  # one map of the whole output per image
@@ -93,6 +114,7 @@ def _chunk_rows(
             missing = np.flatnonzero(~(targets == labels[:, None]).any(axis=1))
             if missing.size:  # the true class's map, for GT-known and top-5 localization
                 extra = explainer.explain(images[missing], targets=labels[missing])
+                _check_finite(extra.maps, "maps", name, missing, indices, ids)
                 pos += missing.tolist()
                 cls += labels[missing].tolist()
                 maps += list(extra.heatmaps[:, 0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -10,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-_FORMAT_VERSION = 1
+#: The run folder's format: 2 added the parts' checksum files and identity (run, chunk).
+_FORMAT_VERSION = 2
 
 
 # Explainer parameters that do not change the rows: a run started on one device may resume on
@@ -48,12 +50,101 @@ def _tensor_bytes(tensor: Any) -> bytes:
     return np.ascontiguousarray(array).tobytes()
 
 
-def model_fingerprint(model: Any) -> dict:
-    """A stable description of a model for the manifest: a hash of its weights.
+_PLAIN = (bool, int, float, str, type(None))
 
-    PyTorch modules hash their ``state_dict`` (names, shapes and values, parameters and
-    buffers), Keras models their ``get_weights()``; any other model is described by its class
-    and, where it has them, its parameter count only (``"kind": "class"``).
+
+def _plain_attributes(obj: Any) -> str:
+    """A module's public attributes of plain types (numbers, strings, tuples of them):
+    what ``extra_repr`` may leave out (``ceil_mode``, a custom module's ``scale``...)."""
+    items = []
+    for key, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if key.startswith("_") or key == "training":
+            continue
+        if isinstance(value, _PLAIN) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value)
+        ):
+            items.append(f"{key}={value!r}")
+    return ", ".join(items)
+
+
+def _module_tree(model: Any) -> str:
+    """A PyTorch module tree as text: each submodule's qualified name, type (for TorchScript,
+    its original name), ``extra_repr()``, plain attributes and, for traced or scripted
+    modules (``torch.fx.GraphModule``, ``torch.jit.ScriptModule``), its generated code."""
+    lines = []
+    for name, module in model.named_modules():
+        kind = type(module)
+        line = f"{name}: {kind.__module__}.{kind.__qualname__}"
+        original = getattr(module, "original_name", None)
+        if isinstance(original, str):
+            line += f" [{original}]"
+        extra = getattr(module, "extra_repr", None)
+        if callable(extra):
+            try:
+                line += f"({extra()})"
+            except Exception:  # a script module's extra_repr may not be callable from Python
+                pass
+        line += f" {{{_plain_attributes(module)}}}"
+        code = getattr(module, "code", None)
+        if isinstance(code, str):
+            line += "\n" + code
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, default=lambda o: f"<{type(o).__module__}.{type(o).__qualname__}>"
+    )
+
+
+def _keras_architecture(model: Any) -> str:
+    """A Keras model as text: ``get_config()`` (JSON, keys sorted, the model's own name left
+    out) and each layer's class and config, nested models walked into."""
+    try:
+        config = model.get_config()
+    except Exception:  # subclassed models need not implement get_config
+        config = None
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "name"}
+    layers = []
+
+    def walk(owner: Any, prefix: str) -> None:
+        for layer in getattr(owner, "layers", None) or []:
+            kind = type(layer)
+            try:
+                layer_config = layer.get_config()
+            except Exception:
+                layer_config = None
+            path = f"{prefix}{getattr(layer, 'name', '?')}"
+            layers.append([path, f"{kind.__module__}.{kind.__qualname__}", layer_config])
+            walk(layer, path + "/")
+
+    walk(model, "")
+    return _json_text({"config": config, "layers": layers})
+
+
+def model_fingerprint(model: Any) -> dict:
+    """A stable description of a model for the manifest: hashes of its architecture and of
+    its weights.
+
+    PyTorch modules hash their module tree (each submodule's qualified name, type,
+    ``extra_repr()``, public attributes of plain types, and the generated code of a traced
+    or scripted module) and their ``state_dict`` (names, shapes and values, parameters and
+    buffers). Keras models hash ``get_config()`` (JSON, keys sorted, without the model's
+    own name) with each layer's class and config, and ``get_weights()``. Any other model is
+    described by its class and, where it has them, its parameter count only
+    (``"kind": "class"``). No framework is imported: models are recognized by their
+    methods.
+
+    Limits: what the module tree does not show is not seen. A PyTorch ``forward`` rewritten
+    to use the same modules differently (another order, a skip connection, a functional
+    call such as ``F.relu`` or ``torch.flatten``) with the same submodules and weights, a
+    hook registered on a module, or an attribute that is neither a plain value nor shown
+    by ``extra_repr`` gives the same fingerprint; so does a subclassed Keras model whose
+    ``call`` changed. Keras layer names are part of the architecture: a model rebuilt in
+    the same process without explicit names gets new automatic names (``conv2d_1``) and
+    another fingerprint (safe: a resume is refused, not mixed).
 
     Parameters
     ----------
@@ -64,7 +155,20 @@ def model_fingerprint(model: Any) -> dict:
     -------
     fingerprint : dict
         ``"class"`` (the model's qualified class name), ``"kind"`` (``"weights"`` or
-        ``"class"``) and, for ``"weights"``, ``"n_values"`` and ``"sha256"`` of the weights.
+        ``"class"``) and, for ``"weights"``, ``"architecture"`` (SHA-256 of the module tree
+        or the Keras configuration), ``"n_values"`` and ``"sha256"`` of the weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_caf.evaluation import model_fingerprint
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> relu = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    >>> leaky = torch.nn.Sequential(relu[0], torch.nn.LeakyReLU())
+    >>> a, b = model_fingerprint(relu), model_fingerprint(leaky)
+    >>> a["sha256"] == b["sha256"], a["architecture"] == b["architecture"]
+    (True, False)
     """
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
     digest = hashlib.sha256()
@@ -76,9 +180,11 @@ def model_fingerprint(model: Any) -> dict:
             digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
             digest.update(_tensor_bytes(tensor))
             n_values += int(np.prod(tuple(tensor.shape)))
+        tree = _module_tree(model) if callable(getattr(model, "named_modules", None)) else cls
         return {
             "class": cls,
             "kind": "weights",
+            "architecture": hashlib.sha256(tree.encode()).hexdigest(),
             "n_values": n_values,
             "sha256": digest.hexdigest(),
         }
@@ -92,6 +198,7 @@ def model_fingerprint(model: Any) -> dict:
         return {
             "class": cls,
             "kind": "weights",
+            "architecture": hashlib.sha256(_keras_architecture(model).encode()).hexdigest(),
             "n_values": n_values,
             "sha256": digest.hexdigest(),
         }

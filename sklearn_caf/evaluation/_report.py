@@ -220,7 +220,7 @@ def _empty_table(task: str):
     return pd.DataFrame({"image_index": pd.Series(dtype="int64"), "method": pd.Series(dtype=str)})
 
 
-def _report(tables: list, config: dict, out: Path | None):
+def _report(tables: list, config: dict, out: Path | None, complete: bool | None = None):
     pa = import_optional("pyarrow", needed_by="evaluation tables")
     task, thresholds = config["task"], np.asarray(config["thresholds"])
     if tables:
@@ -244,6 +244,6 @@ def _report(tables: list, config: dict, out: Path | None):
         config=config,
         thresholds=thresholds,
         n_images=n_done,
-        complete=len(tables) == config["n_chunks"],
+        complete=len(tables) == config["n_chunks"] if complete is None else complete,
         out=out,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -20,14 +22,7 @@ from ._faithfulness import (
     check_protocol_options,
 )
 from ._report import LocalizationReport, _pandas, _report
-from ._store import (
-    _finished_chunks,
-    _parquet,
-    _part_path,
-    _prepare_out,
-    _write_atomically,
-    load_report,
-)
+from ._store import _parquet, _prepare_out, _run_lock, _write_part, load_report, run_identity
 
 _FAITHFULNESS_KEYS = ("n_steps", "step", "protocol", "baseline", "blur_sigma", "batch_size")
 
@@ -213,8 +208,11 @@ def evaluate_localization(
         Images per chunk: the unit of work, of parallelism and of resuming.
     out : str or path, default=None
         Directory for the per-image Parquet part files (``part-000000.parquet``...) and
-        ``manifest.json``. If it holds a run with the same configuration, the run resumes:
-        finished chunks are skipped. A different configuration is refused.
+        ``manifest.json``; each part has a checksum file ``part-000000.parquet.sha256``.
+        If it holds a run with the same configuration, the run resumes: finished chunks
+        are skipped. A different configuration is refused. A part that fails verification
+        (corrupt, a copy of another chunk's or another run's, outside the plan) is moved
+        to ``out/rejected/`` with a warning and its chunk computed again.
     n_jobs : int, default=None
         Chunks run in parallel through joblib; ``None`` means 1 unless inside a
         :func:`joblib.parallel_backend` context (``"dask"`` runs them on a Dask cluster).
@@ -263,8 +261,6 @@ def evaluate_localization(
     >>> int(report.per_image["image_index"].nunique())
     8
     """
-    import joblib
-
     explainers = _check_explainers(explainers)
     n_images = _check_dataset(dataset)
     if task not in _TASKS:
@@ -295,8 +291,48 @@ def evaluate_localization(
         int(batch_size),
         faithfulness,
     )
-    out_dir = None if out is None else _prepare_out(out, config)
-    finished = _finished_chunks(out_dir) if out_dir is not None else {}
+    with contextlib.ExitStack() as stack:
+        out_dir, finished = None, {}
+        if out is not None:
+            stack.enter_context(_run_lock(out))  # held until the report is read back
+            out_dir, finished = _prepare_out(out, config)
+        tables = _dispatch(
+            explainers,
+            dataset,
+            config,
+            finished,
+            out_dir,
+            n_jobs,
+            progress,
+            task,
+            float(box_threshold),
+            thresholds,
+            faithfulness,
+        )
+        if out_dir is not None:
+            return load_report(out_dir)
+    return _report([tables[c] for c in sorted(tables)], config, None)
+
+
+def _dispatch(
+    explainers,
+    dataset,
+    config,
+    finished,
+    out_dir,
+    n_jobs,
+    progress,
+    task,
+    box_threshold,
+    thresholds,
+    faithfulness,
+):
+    """Run the pending chunks through joblib; write each as a part (``out_dir``) or return
+    the tables by chunk (``out_dir=None``)."""
+    import joblib
+
+    batch_size, n_images = config["batch_size"], config["n_images"]
+    run_id = run_identity(json.loads(json.dumps(config)))
     chunks = [
         (c, np.arange(c * batch_size, min((c + 1) * batch_size, n_images)))
         for c in range(config["n_chunks"])
@@ -305,7 +341,6 @@ def evaluate_localization(
     done_images = sum(len(idx) for c, idx in chunks if c in finished)
     bar = _progress_bar(n_images, progress, done_images)
     tables: dict[int, Any] = {}
-    _, pq = _parquet()
     try:
         results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             joblib.delayed(_evaluate_chunk)(
@@ -313,7 +348,7 @@ def evaluate_localization(
                 explainers,
                 *_chunk_data(dataset, idx),
                 task,
-                float(box_threshold),
+                box_threshold,
                 thresholds,
                 faithfulness,
             )
@@ -321,9 +356,7 @@ def evaluate_localization(
         )
         for chunk, table, n_done in results:
             if out_dir is not None:
-                _write_atomically(
-                    _part_path(out_dir, chunk), lambda tmp, t=table: pq.write_table(t, tmp)
-                )
+                _write_part(out_dir, chunk, table, run_id)
             else:
                 tables[chunk] = table
             if bar is not None:
@@ -331,6 +364,4 @@ def evaluate_localization(
     finally:
         if bar is not None:
             bar.close()
-    if out_dir is not None:
-        return load_report(out_dir)
-    return _report([tables[c] for c in sorted(tables)], config, None)
+    return tables

@@ -893,6 +893,38 @@ def test_preprocess_output_shapes_must_agree(tmp_path):
         ds.load([0, 1])
 
 
+def test_non_finite_pixels_are_refused_naming_the_image(tmp_path):
+    # In memory: at construction; float64 beyond float32's range is infinite once cast.
+    X = np.zeros((4, 3, 8, 8))
+    X[2, 1, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"images\[2\] holds NaN or infinite pixels"):
+        ImageBoxDataset.from_arrays(X, [0, 0, 0, 0], [[0, 0, 4, 4]] * 4)
+    X[2, 1, 3, 3] = 1e300
+    with pytest.raises(ValueError, match=r"images\[2\] holds NaN or infinite"):
+        ImageBoxDataset.from_arrays(X, [0, 0, 0, 0], [[0, 0, 4, 4]] * 4)
+    # A memmap: as its images are read, by load, indexing and subsets.
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=X.shape)
+    mm[:] = 0
+    mm[3, 0, 0, 0] = -np.inf
+    ds = ImageBoxDataset.from_arrays(mm, [0, 0, 0, 0], [[0, 0, 4, 4]] * 4)
+    assert ds.load([0, 1, 2])[0].shape == (3, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"image 3 \(id '3'\) of the dataset holds NaN"):
+        ds.load([0, 3])
+    with pytest.raises(ValueError, match=r"image 3 \(id '3'\)"):
+        ds[-1]
+    with pytest.raises(ValueError, match=r"\(id '3'\)"):
+        ds.subset([1, 3]).load([1])
+    # On disk: after preprocess, the file named by its id.
+    meta, images = make_wsol(tmp_path)
+    ds = ImageBoxDataset.from_wsol(meta, images, image_size=4, preprocess=_nan_preprocess)
+    with pytest.raises(ValueError, match=r"image 0 \(id '.+'\).*after preprocess="):
+        ds.load([0, 1])
+
+
+def _nan_preprocess(image):
+    return np.full((3, 4, 4), np.nan, dtype=np.float32)
+
+
 def _odd_shapes(image):
     return np.zeros(2 if image[0, 0, 0] == 200 else 3)
 

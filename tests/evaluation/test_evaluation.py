@@ -311,6 +311,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_serial_rows(tmp_path, monkeypa
     n_parts = len(list(out.glob("part-*.parquet")))
     assert 3 <= n_parts < 10
     assert not load_report(out).complete
+    assert (out / ".lock").exists()  # the killed run's lock: released by the kernel
 
     explainers, data = killrun.setup()
     resumed = evaluate_localization(explainers, data, batch_size=2, out=out, progress=False)
@@ -453,6 +454,57 @@ def test_bad_explainers_and_datasets_are_refused(wsol, tmp_path):
         )
 
 
+class _NaNOnMarker(nn.Module):
+    """pooled_cnn whose outputs (where="outputs") or features at "poison" (where="maps",
+    cleaned before the head: the outputs stay finite, the maps do not; they used to be
+    normalized into all-zero heatmaps) are NaN for the images marked by x[:, 0, 0, 0] == 7."""
+
+    def __init__(self, where):
+        super().__init__()
+        self.net, self.where = pooled_cnn(), where
+        self.poison = nn.Identity()
+
+    def forward(self, x):
+        nan = torch.where((x[:, 0, 0, 0] == 7.0)[:, None], float("nan"), 0.0)
+        h = self.net.pool(self.net.relu(self.net.conv(x)))
+        if self.where == "maps":
+            h = torch.nan_to_num(self.poison(h + nan[:, :, None, None]))
+        y = self.net.fc(self.net.flatten(self.net.gap(h)))
+        return y + nan if self.where == "outputs" else y  # added: others' gradients finite
+
+
+def test_non_finite_outputs_or_maps_are_errors_naming_the_image(wsol, tmp_path):
+    # As the issue measured it: NaN logits gave pred_top5 = [0, 1, 2] and whole-image boxes.
+    X, y, boxes = wsol.load(np.arange(8))
+    X = X.copy()
+    X[5, 0, 0, 0] = 7.0
+    data = ImageBoxDataset.from_arrays(X, y, boxes)
+    specific = {"objective": "class-specific", "max_iter": 5}
+    cases = [
+        ("outputs", "net.pool", GradCAMExplainer, {}, r"model outputs \(logits\)"),
+        ("outputs", "net.pool", L2CAFExplainer, specific, r"model outputs \(logits\)"),
+        ("maps", "poison", GradCAMExplainer, {}, "maps"),
+    ]
+    for where, layer, kind, params, what in cases:
+        net = _NaNOnMarker(where).eval()
+        explainer = kind(model=net, layer=layer, **params)
+        with pytest.raises(ValueError, match=rf"the {what} of image 5 \(id '5'\).*not finite"):
+            evaluate_localization({"m": explainer}, data, batch_size=4, progress=False)
+    # What was done before stays, and is resumable.
+    out = tmp_path / "run"
+    net = _NaNOnMarker("outputs").eval()
+    with pytest.raises(ValueError, match="image 5"):
+        evaluate_localization(
+            {"m": GradCAMExplainer(model=net, layer="net.pool")},
+            data,
+            batch_size=4,
+            out=out,
+            progress=False,
+        )
+    partial = load_report(out)
+    assert not partial.complete and partial.n_images == 4
+
+
 def test_model_fingerprint_hashes_weights():
     a, b = pooled_cnn(seed=0), pooled_cnn(seed=0)
     assert model_fingerprint(a) == model_fingerprint(b)
@@ -462,6 +514,76 @@ def test_model_fingerprint_hashes_weights():
         b.fc.bias[0] += 1e-6
     assert model_fingerprint(a)["sha256"] != model_fingerprint(b)["sha256"]
     assert model_fingerprint(object())["kind"] == "class"
+    assert "architecture" in model_fingerprint(a)
+
+
+def test_model_fingerprint_covers_the_torch_architecture(wsol, tmp_path):
+    # Same weights, another pooling or activation: the weights' hash agrees, the
+    # architecture's does not; the same model rebuilt agrees on both.
+    a = pooled_cnn()
+    assert model_fingerprint(a) == model_fingerprint(pooled_cnn())
+    variants = {"pool": nn.MaxPool2d(4), "relu": nn.LeakyReLU(0.01)}
+    for name, module in variants.items():
+        b = pooled_cnn()
+        setattr(b, name, module)
+        fa, fb = model_fingerprint(a), model_fingerprint(b)
+        assert fa["sha256"] == fb["sha256"]
+        assert fa["architecture"] != fb["architecture"], name
+    c = pooled_cnn()
+    c.pool.ceil_mode = True  # not in AvgPool2d's extra_repr
+    assert model_fingerprint(c)["architecture"] != model_fingerprint(a)["architecture"]
+    # Traced models (torch.fx): their generated code is hashed too.
+    b = pooled_cnn()
+    b.pool = nn.MaxPool2d(4)
+    traced = [torch.fx.symbolic_trace(m) for m in (a, pooled_cnn(), b)]
+    assert model_fingerprint(traced[0]) == model_fingerprint(traced[1])
+    assert (
+        model_fingerprint(traced[0])["architecture"]
+        != model_fingerprint(traced[2])["architecture"]
+    )
+
+    # As the issue measured it: a resume with the other architecture is refused.
+    out = tmp_path / "run"
+    gradcam = {"gradcam": GradCAMExplainer(model=a, layer="pool")}
+    evaluate_localization(gradcam, wsol, batch_size=5, out=out, progress=False)
+    (out / "part-000002.parquet").unlink()
+    with pytest.raises(ValueError, match=r"different configuration.*model\.architecture"):
+        evaluate_localization(
+            {"gradcam": GradCAMExplainer(model=b, layer="pool")},
+            wsol,
+            batch_size=5,
+            out=out,
+            progress=False,
+        )
+
+
+def test_model_fingerprint_covers_the_keras_architecture():
+    from conftest import import_tensorflow
+
+    _, keras = import_tensorflow()
+    L = keras.layers
+
+    def build(pool, act):
+        images = keras.Input((16, 16, 3), name="images")
+        h = L.Conv2D(4, 3, padding="same", name="conv")(images)
+        h = act(name="act")(h)
+        h = pool(2, name="pool")(h)
+        h = L.GlobalAveragePooling2D(name="gap")(h)
+        return keras.Model(images, L.Dense(3, name="fc")(h))
+
+    reference = build(L.AveragePooling2D, L.ReLU)
+    weights = reference.get_weights()
+
+    def fingerprint(pool, act):
+        model = build(pool, act)
+        model.set_weights(weights)
+        return model_fingerprint(model)
+
+    a = model_fingerprint(reference)
+    assert a == fingerprint(L.AveragePooling2D, L.ReLU)  # rebuilt (another model name)
+    for other in (fingerprint(L.MaxPooling2D, L.ReLU), fingerprint(L.AveragePooling2D, L.ELU)):
+        assert other["sha256"] == a["sha256"]
+        assert other["architecture"] != a["architecture"]
 
 
 def test_the_manifest_names_explainers_by_their_public_path(wsol, tmp_path):
