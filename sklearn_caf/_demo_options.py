@@ -18,7 +18,7 @@ PROG = "sklearn-caf demo"
 #: How to install what the demo needs. The PyTorch backend is not on PyPI yet, so the
 #: install is from a checkout (as in the README's Quickstart).
 DEMO_HINT = (
-    'from the root of a checkout: pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch '
+    'from the root of a checkout: pip install torch==2.13.0 -e ".[demo,eval]" -e ./backends/torch '
     "(the PyTorch backend is not on PyPI yet)"
 )
 

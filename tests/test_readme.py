@@ -59,3 +59,75 @@ def test_readme_snippets_run(tmp_path):
     assert len(chunks) == len(snippets) + 1
     assert "x0" in chunks[0] and "(4, 32, 32)" in chunks[0]  # the first example prints
     assert all(chunk.strip() for chunk in chunks[:2])
+
+
+# -- installing -------------------------------------------------------------------------------
+ROOT = README.parent
+
+
+def _extras() -> dict[str, set[str]]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {
+        extra: {re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower() for req in reqs}
+        for extra, reqs in project["optional-dependencies"].items()
+    }
+
+
+def test_quickstart_installs_what_evaluate_needs():
+    """The first command of the Quickstart, one line, root package first, brings the eval
+    extra: every package ``sklearn-caf evaluate`` imports on its way."""
+    text = README.read_text(encoding="utf-8")
+    quickstart = text[text.index("## Quickstart") :]
+    first = re.search(r"```bash\n(.*?)\n", quickstart).group(1)
+    assert first.startswith("pip install ") and "&& sklearn-caf demo" in first
+    match = re.search(r'-e "\.\[([a-z,]+)\]" -e \./backends/torch', first)
+    assert match, first
+    extras = match.group(1).split(",")
+    assert {"demo", "eval"} <= set(extras)
+    installed = set().union(*(_extras()[e] for e in extras))
+    needed = {"pandas", "pyarrow", "matplotlib", "pillow", "numba", "scikit-image", "tqdm"}
+    assert needed <= installed, needed - installed
+
+
+def _optional_imports():
+    """``(file, module, extra)`` of every ``import_optional`` call of the package."""
+    import ast
+
+    for path in sorted((ROOT / "sklearn_caf").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            if name != "import_optional" or not node.args:
+                continue
+            if not isinstance(node.args[0], ast.Constant):
+                continue
+            extra = next((k.value.value for k in node.keywords if k.arg == "extra"), "eval")
+            yield path.name, node.args[0].value, extra
+
+
+def test_install_hints_name_an_extra_that_brings_the_package():
+    from sklearn_caf._utils._optional import _DISTRIBUTIONS
+
+    extras = _extras()
+    calls = list(_optional_imports())
+    assert len(calls) >= 10
+    for file, module, extra in calls:
+        top = module.split(".")[0]
+        dist = _DISTRIBUTIONS.get(top, top)
+        assert extra in extras, (file, module, extra)
+        assert dist in extras[extra], f"{file}: {module} hints the {extra!r} extra, without {dist}"
+
+
+def test_install_hint_says_which_extra(monkeypatch):
+    import sys
+
+    from sklearn_caf._utils import import_optional
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError) as info:
+        import_optional("pyarrow", needed_by="sklearn-caf evaluate")
+    message = str(info.value)
+    assert "'eval' extra" in message and 'pip install -e ".[eval]"' in message

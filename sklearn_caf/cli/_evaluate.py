@@ -254,7 +254,7 @@ def _run(args) -> int:
     client = None
     if args.scheduler:
         try:
-            Client = import_optional("distributed", needed_by="--scheduler").Client
+            Client = import_optional("distributed", needed_by="--scheduler", extra="dask").Client
         except ImportError as exc:
             raise CommandError(str(exc)) from None
         try:

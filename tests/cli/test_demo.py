@@ -215,7 +215,7 @@ def test_demo_without_efficientnet_fails_cleanly(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "efficientnet-lite-pytorch" in err
-    assert '-e ".[demo]" -e ./backends/torch' in err
+    assert '-e ".[demo,eval]" -e ./backends/torch' in err
     assert "not on PyPI" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -231,9 +231,9 @@ def test_demo_help_and_readme_agree_on_the_install():
     )
     help_text = " ".join(result.stdout.split())
     assert 'pip install "sklearn-caf[demo]"' not in help_text
-    assert 'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch' in help_text
+    assert 'pip install torch==2.13.0 -e ".[demo,eval]" -e ./backends/torch' in help_text
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert 'pip install torch==2.13.0 -e ".[demo]" -e ./backends/torch' in readme
+    assert 'pip install torch==2.13.0 -e ".[demo,eval]" -e ./backends/torch' in readme
     assert "not on PyPI yet" in readme
 
 
