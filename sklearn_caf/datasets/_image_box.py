@@ -28,6 +28,13 @@ __all__ = ["DatasetFormatError", "ImageBoxDataset", "NormalizeImage"]
 #: Channel means and standard deviations of ImageNet, in [0, 1] units (torchvision's values).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Inception's scaling to [-1, 1] (Keras' ``preprocess_input`` of Inception, Xception...).
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+_STAT_PRESETS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": (INCEPTION_MEAN, INCEPTION_STD),
+}
 
 
 def _pillow():
@@ -43,14 +50,25 @@ class NormalizeImage:
     in channels-first (PyTorch) or channels-last (Keras) layout. ``NormalizeImage()`` -- no
     mean, no std, channels first -- is the constructors' default.
 
+    Presets, the same as ``sklearn-caf evaluate --preprocess``'s:
+
+    - ``--preprocess '[0,1]'`` (the default): ``NormalizeImage()``, values in [0, 1];
+    - ``--preprocess imagenet``: ``NormalizeImage(mean="imagenet", std="imagenet")``;
+    - ``--preprocess inception``: ``NormalizeImage(mean="inception", std="inception")``,
+      values in [-1, 1];
+    - ``--preprocess efficientnet-lite``: ``NormalizeImage(mean=(127 / 255,) * 3,
+      std=(128 / 255,) * 3)``, ``(pixel - 127) / 128``.
+
     Parameters
     ----------
-    mean : sequence of 3 floats, "imagenet" or None, default=None
+    mean : sequence of 3 floats, "imagenet", "inception" or None, default=None
         Per-channel mean subtracted after scaling to [0, 1]; ``"imagenet"`` is
-        ``(0.485, 0.456, 0.406)``. None subtracts nothing.
-    std : sequence of 3 floats, "imagenet" or None, default=None
+        ``(0.485, 0.456, 0.406)``, ``"inception"`` is ``(0.5, 0.5, 0.5)``. None subtracts
+        nothing.
+    std : sequence of 3 floats, "imagenet", "inception" or None, default=None
         Per-channel standard deviation divided by; ``"imagenet"`` is
-        ``(0.229, 0.224, 0.225)``. None divides by nothing.
+        ``(0.229, 0.224, 0.225)``, ``"inception"`` is ``(0.5, 0.5, 0.5)``. None divides by
+        nothing.
     channels_last : bool, default=False
         Return ``(height, width, 3)`` (Keras) instead of ``(3, height, width)`` (PyTorch).
 
@@ -71,20 +89,22 @@ class NormalizeImage:
     """
 
     def __init__(self, mean=None, std=None, *, channels_last: bool = False):
-        self.mean = self._check_stat(mean, "mean", IMAGENET_MEAN)
-        self.std = self._check_stat(std, "std", IMAGENET_STD)
+        self.mean = self._check_stat(mean, "mean", 0)
+        self.std = self._check_stat(std, "std", 1)
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be positive; got {self.std}.")
         self.channels_last = bool(channels_last)
 
     @staticmethod
-    def _check_stat(value, name, imagenet):
+    def _check_stat(value, name, which):
         if value is None:
             return None
         if isinstance(value, str):
-            if value != "imagenet":
-                raise ValueError(f'{name} must be 3 floats, "imagenet" or None; got {value!r}.')
-            return imagenet
+            if value not in _STAT_PRESETS:
+                raise ValueError(
+                    f'{name} must be 3 floats, "imagenet", "inception" or None; got {value!r}.'
+                )
+            return _STAT_PRESETS[value][which]
         stat = np.asarray(value, dtype=np.float64)
         if stat.shape != (3,) or not np.isfinite(stat).all():
             raise ValueError(f"{name} must be 3 finite floats (one per channel); got {value!r}.")
@@ -111,6 +131,39 @@ class NormalizeImage:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+def _preprocess_problem(fn, image, result=None, error=None) -> str:
+    """The message when ``preprocess`` fails on, or returns a batch for, one image."""
+    name = _callable_name(fn)
+    if error is not None:
+        what = f"raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    else:
+        what = f"returned an array of shape {np.shape(result)}, a batch"
+    return (
+        f"preprocess={name} {what} when called on one image, a (height, width, 3) uint8 RGB "
+        f"array of shape {image.shape}. preprocess is called once per image and must return "
+        "that one model-ready image (e.g. (3, height, width)); a function that takes a batch "
+        "(n, height, width, 3) -- such as sklearn_caf_torch.pretrained."
+        "preprocess_efficientnet_lite -- does not fit. Wrap it, at module level so that it "
+        "pickles: def one_image(image): return batch_function(image[None])[0]; or use "
+        "NormalizeImage (EfficientNet-Lite's (x - 127) / 128 is "
+        "NormalizeImage(mean=(127 / 255,) * 3, std=(128 / 255,) * 3))."
+    )
+
+
+def _apply_preprocess(fn, image: np.ndarray) -> np.ndarray:
+    """``fn(image)`` as float32, refusing a batch function with a message that says so."""
+    try:
+        result = fn(image)
+    except Exception as exc:
+        if isinstance(fn, NormalizeImage):
+            raise
+        raise ValueError(_preprocess_problem(fn, image, error=exc)) from exc
+    result = np.asarray(result, dtype=np.float32)
+    if result.ndim >= 4:
+        raise ValueError(_preprocess_problem(fn, image, result=result))
+    return result
 
 
 def _callable_name(fn) -> str:
@@ -141,8 +194,12 @@ class ImageBoxDataset:
     (channels first, the PyTorch layout) with values ``pixel / 255`` in [0, 1];
     ``NormalizeImage(mean="imagenet", std="imagenet", channels_last=True)`` gives the usual
     ImageNet normalization in the Keras layout. Any callable taking a ``(height, width, 3)``
-    uint8 array works; it must be picklable (a module-level function or an object, not a
-    lambda) for the dataset to reach process workers.
+    uint8 array -- one image, not a batch -- and returning that one image works; it must be
+    picklable (a module-level function or an object, not a lambda) for the dataset to reach
+    process workers. A batch function (one that takes ``(n, height, width, 3)``, such as
+    ``sklearn_caf_torch.pretrained.preprocess_efficientnet_lite``) is refused at construction
+    with an error that says how to wrap it. The preprocess counts in :meth:`fingerprint`: a
+    run folder resumes only with the same one.
 
     **Boxes** are ``[x0, y0, x1, y1]`` in the library's pixel-edge convention (see
     :mod:`sklearn_caf.boxes`: ``x1 - x0`` is the width in pixels). Resizing an image of width
@@ -218,6 +275,14 @@ class ImageBoxDataset:
         self._images = images
         self._image_root = None if image_root is None else Path(image_root)
         self._preprocess = NormalizeImage() if preprocess is None else preprocess
+        if images is None and not isinstance(self._preprocess, NormalizeImage):
+            if not callable(self._preprocess):
+                raise TypeError(
+                    "preprocess must be a callable taking one (height, width, 3) uint8 image "
+                    f"or None; got {type(self._preprocess).__name__}."
+                )
+            # One call on a blank image now: a batch function is refused before any run.
+            _apply_preprocess(self._preprocess, np.zeros((*self._image_size, 3), np.uint8))
         self._classes = None if classes is None else list(classes)
         self._n_classes = n_classes
         self._channels_last = channels_last
@@ -376,9 +441,12 @@ class ImageBoxDataset:
         image_size : int or (int, int), default=224
             ``(height, width)`` the images are resized to (an int for a square).
         preprocess : callable, default=None
-            Called on each resized ``(height, width, 3)`` uint8 RGB image; returns the
-            model-ready array. None is :class:`NormalizeImage()`: float32, (3, height, width),
-            values in [0, 1].
+            Called on **one** resized ``(height, width, 3)`` uint8 RGB image at a time;
+            returns that image model-ready (e.g. ``(3, height, width)``). None is
+            :class:`NormalizeImage()`: float32, (3, height, width), values in [0, 1]. It is
+            tried once on a blank image at construction: a function that takes a batch
+            ``(n, height, width, 3)`` (it raises, or returns a 4-D array) is refused with a
+            ValueError that says how to wrap it.
         n_classes : int, optional
             Number of classes (1000 for ImageNet); labels must be below it. By default
             ``max(label) + 1`` (or ``len(classes)``).
@@ -873,7 +941,7 @@ class ImageBoxDataset:
                 image = np.asarray(self._images[i], dtype=np.float32)
         else:
             rgb = self._read_rgb(i)
-            image = np.asarray(self._preprocess(rgb), dtype=np.float32)
+            image = _apply_preprocess(self._preprocess, rgb)
         self._check_finite(image[None], [i])
         return image
 

@@ -863,7 +863,7 @@ def test_normalize_image_values_and_layouts():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"mean": "coco"}, r'mean must be 3 floats, "imagenet" or None'),
+        ({"mean": "coco"}, r'mean must be 3 floats, "imagenet", "inception" or None'),
         ({"mean": (0.5, 0.5)}, r"mean must be 3 finite floats"),
         ({"std": (0.5, 0.0, 0.5)}, r"std must be positive"),
     ],
@@ -1208,3 +1208,56 @@ def test_make_wsol_dataset_rejects_bad_arguments():
         make_wsol_dataset(4, object_size=(0.5, 0.25))
     with pytest.raises(ValueError, match="max_objects must be a positive int"):
         make_wsol_dataset(4, max_objects=0)
+
+
+def _batch_of_normalized(images):
+    """A batch function: (n, height, width, 3) -> (n, 3, height, width)."""
+    return np.stack([NormalizeImage()(image) for image in images])
+
+
+def _batch_as_given(images):
+    """A batch function that does not raise on one image but returns a 4-D array."""
+    return np.asarray(images, dtype=np.float32)[None].transpose(0, 3, 1, 2)
+
+
+def _one_of_batch(image):
+    return _batch_of_normalized(image[None])[0]
+
+
+@pytest.mark.parametrize("batch_fn", [_batch_of_normalized, _batch_as_given])
+def test_a_batch_preprocess_is_refused_saying_so(tmp_path, batch_fn):
+    meta, images = make_wsol(tmp_path)
+    with pytest.raises(ValueError) as info:
+        ImageBoxDataset.from_wsol(meta, images, image_size=(4, 6), preprocess=batch_fn)
+    message = str(info.value)
+    assert f"preprocess=tests.datasets.test_datasets.{batch_fn.__name__}" in message or (
+        batch_fn.__name__ in message
+    )
+    assert "one image, a (height, width, 3) uint8 RGB array of shape (4, 6, 3)" in message
+    assert "takes a batch" in message and "image[None])[0]" in message
+    # Wrapped as the message says, it gives NormalizeImage's pixels.
+    wrapped = ImageBoxDataset.from_wsol(meta, images, image_size=(4, 6), preprocess=_one_of_batch)
+    plain = ImageBoxDataset.from_wsol(meta, images, image_size=(4, 6))
+    np.testing.assert_array_equal(wrapped.load([0, 1])[0], plain.load([0, 1])[0])
+
+
+def test_efficientnet_lite_batch_preprocess_is_refused(tmp_path):
+    pretrained = pytest.importorskip("sklearn_caf_torch.pretrained")
+    meta, images = make_wsol(tmp_path)
+    with pytest.raises(ValueError, match=r"preprocess_efficientnet_lite raised ValueError.*"
+                       r"takes a batch"):  # fmt: skip
+        ImageBoxDataset.from_wsol(
+            meta, images, image_size=8, preprocess=pretrained.preprocess_efficientnet_lite
+        )
+    with pytest.raises(TypeError, match="preprocess must be a callable"):
+        ImageBoxDataset.from_wsol(meta, images, image_size=8, preprocess="imagenet")
+
+
+def test_normalize_image_inception_preset():
+    image = np.array([[[0, 255, 51]]], dtype=np.uint8)
+    x = NormalizeImage(mean="inception", std="inception")(image)
+    np.testing.assert_allclose(x.ravel(), [-1.0, 1.0, 51 / 255 * 2 - 1], rtol=1e-6)
+    assert NormalizeImage(mean="inception").mean == (0.5, 0.5, 0.5)
+    assert NormalizeImage(std="imagenet").std == (0.229, 0.224, 0.225)
+    with pytest.raises(ValueError, match='"imagenet", "inception" or None'):
+        NormalizeImage(mean="caffe")
