@@ -6,6 +6,10 @@ the chosen methods through :func:`sklearn_caf.evaluation.evaluate_localization` 
 ``summary.csv``, ``per_image.parquet``, ``curves.png`` and ``contact_sheet.png`` (and, with
 ``--faithfulness``, ``deletion_insertion.png``).
 
+The defaults are the API's (``--batch-size`` 64, ``--box-threshold`` 0.2, ``--image-size``
+224) and every ``--preprocess`` preset is a :class:`~sklearn_caf.datasets.NormalizeImage`, so
+that the same run from Python gives the same tables and resumes the same run folder.
+
 Every error that can be foreseen is checked before anything is computed and reported as one
 line with exit status 2. Nothing heavy is imported until the command runs; torch only when the
 model needs it.
@@ -29,6 +33,21 @@ _PROG = "sklearn-caf evaluate"
 METHODS = ("l2caf-oblivious", "l2caf-specific", "gradcam", "gradcam-abs")
 FORMATS = ("wsol", "cub", "voc")
 EFFICIENTNET = "efficientnet-lite0"
+
+#: ``--preprocess`` presets -> the arguments of :class:`~sklearn_caf.datasets.NormalizeImage`
+#: that give the same preprocessing from Python (same pixels, same dataset fingerprint).
+PREPROCESS_PRESETS = {
+    "[0,1]": {},
+    "imagenet": {"mean": "imagenet", "std": "imagenet"},
+    "inception": {"mean": "inception", "std": "inception"},
+    "efficientnet-lite": {"mean": (127 / 255,) * 3, "std": (128 / 255,) * 3},
+}
+_PRESET_WORDS = {
+    "[0,1]": "pixel / 255, in [0, 1]",
+    "imagenet": "ImageNet's mean and std",
+    "inception": "pixel / 127.5 - 1, in [-1, 1]",
+    "efficientnet-lite": "(pixel - 127) / 128",
+}
 
 
 class CommandError(Exception):
@@ -74,17 +93,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--layer", help="layer to explain (required with a factory model)")
     parser.add_argument(
         "--preprocess",
-        metavar="MODULE:FUNCTION",
-        help="image preprocessing, (H, W, 3) uint8 -> model-ready array (default: scale to "
-        "[0, 1], channels first; EfficientNet-Lite's own with its model)",
+        metavar="PRESET|MODULE:FUNCTION",
+        help="how each resized image becomes the model's input, channels first: "
+        "'[0,1]' (pixel / 255), 'imagenet' (ImageNet's mean and std), 'inception' ([-1, 1]), "
+        "'efficientnet-lite' ((pixel - 127) / 128), or 'package.module:function' taking ONE "
+        "(H, W, 3) uint8 image (default: efficientnet-lite with that model, else '[0,1]', "
+        "said on stderr)",
     )
     parser.add_argument(
         "--task", choices=("classification", "retrieval"), default="classification"
     )
     parser.add_argument("--image-size", type=positive_int, default=224, metavar="PX")
     parser.add_argument("--box-threshold", type=float, default=0.2, metavar="T")
-    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B",
-                        help="images per chunk (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="B",
+                        help="images per chunk, the unit of resuming (default: %(default)s, "
+                        "as evaluate_localization's)")  # fmt: skip
     parser.add_argument("--n-jobs", type=int, default=None, metavar="N",
                         help="chunks in parallel (joblib; default: 1)")  # fmt: skip
     parser.add_argument("--scheduler", metavar="ADDRESS",
@@ -154,10 +177,37 @@ def _resolve(spec: str, option: str):
     return obj
 
 
-def _load_model(args):
-    """``(model, layer, preprocess)``; the default preprocess is None (the dataset's)."""
+def _preprocess(args):
+    """The ``preprocess`` of the dataset: a preset, a function, or the model's default.
+
+    A default chosen for a factory ``--model`` is said on stderr (unless ``--quiet``): the
+    CLI never picks a normalization silently.
+    """
     from ..datasets import NormalizeImage
 
+    spec = args.preprocess
+    if spec is None:
+        spec = "efficientnet-lite" if args.model == EFFICIENTNET else "[0,1]"
+        if args.model != EFFICIENTNET and not args.quiet:
+            print(
+                f"{_PROG}: --model {args.model} with no --preprocess: each image is scaled to "
+                "[0, 1], channels first (--preprocess '[0,1]'; from Python, "
+                "preprocess=NormalizeImage()); give --preprocess imagenet, inception, "
+                "efficientnet-lite or package.module:function for your model's own",
+                file=sys.stderr,
+            )
+    if spec in PREPROCESS_PRESETS:
+        return NormalizeImage(**PREPROCESS_PRESETS[spec])
+    if ":" not in spec:
+        raise CommandError(
+            f"--preprocess {spec!r} is neither a preset ({', '.join(PREPROCESS_PRESETS)}) "
+            "nor 'package.module:function'"
+        )
+    return _resolve(spec, "--preprocess")
+
+
+def _load_model(args):
+    """``(model, layer)``."""
     if args.model == EFFICIENTNET:
         try:
             from sklearn_caf_torch.pretrained import EFFICIENTNET_LITE0_LAYER, efficientnet_lite0
@@ -165,9 +215,7 @@ def _load_model(args):
             model = efficientnet_lite0()
         except ImportError as exc:
             raise CommandError(f"--model {EFFICIENTNET}: {exc}") from None
-        # (x - 127) / 128, EfficientNet-Lite's normalization, as NormalizeImage's arguments.
-        preprocess = NormalizeImage(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
-        return model, args.layer or EFFICIENTNET_LITE0_LAYER, preprocess
+        return model, args.layer or EFFICIENTNET_LITE0_LAYER
     factory = _resolve(args.model, "--model")
     if args.layer is None:
         raise CommandError("--layer is required with a factory --model")
@@ -175,7 +223,7 @@ def _load_model(args):
         model = factory()
     except Exception as exc:
         raise CommandError(f"--model {args.model!r} failed: {type(exc).__name__}: {exc}") from None
-    return model, args.layer, None
+    return model, args.layer
 
 
 def _load_dataset(args, preprocess):
@@ -183,9 +231,11 @@ def _load_dataset(args, preprocess):
 
     root = _check_dir(args.dataset, "--dataset")
     images = _check_dir(args.image_root, "--image-root") if args.image_root else root
-    common = {"image_size": args.image_size, "max_images": args.max_images}
-    if preprocess is not None:
-        common["preprocess"] = preprocess
+    common = {
+        "image_size": args.image_size,
+        "max_images": args.max_images,
+        "preprocess": preprocess,
+    }
     try:
         if args.format == "wsol":
             return ImageBoxDataset.from_wsol(root, images, **common)
@@ -194,6 +244,8 @@ def _load_dataset(args, preprocess):
         return ImageBoxDataset.from_voc(root, images, **common)
     except (OSError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if str(exc).startswith("preprocess="):  # a batch function, or one that fails
+            raise CommandError(f"--preprocess {args.preprocess!r}: {message}") from None
         raise CommandError(f"--dataset {args.dataset!r} ({args.format}): {message}") from None
 
 
@@ -262,9 +314,8 @@ def _run(args) -> int:
         except (OSError, TimeoutError) as exc:
             raise CommandError(f"--scheduler {args.scheduler!r}: cannot connect ({exc})") from None
 
-    model, layer, preprocess = _load_model(args)
-    if args.preprocess:
-        preprocess = _resolve(args.preprocess, "--preprocess")
+    preprocess = _preprocess(args)
+    model, layer = _load_model(args)
     dataset = _load_dataset(args, preprocess)
     explainers = _explainers(names, model, layer, args.task, args.device)
     try:

@@ -113,7 +113,7 @@ def test_evaluate_writes_every_output_and_resumes(wsol_dir, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == parts
 
     capsys.readouterr()
-    assert main([*args, "--box-threshold", "0.3"]) == 2
+    assert main([*args, "--box-threshold", "0.3", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "different configuration" in err and "box_threshold" in err
     assert len(err.splitlines()) == 1
@@ -204,3 +204,148 @@ def test_scheduler_runs_the_chunks_on_a_dask_cluster(wsol_dir, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "--scheduler 'tcp://127.0.0.1:9': cannot connect" in err and len(err.splitlines()) == 1
+
+
+# -- one truth: the CLI and the API ------------------------------------------------------------
+def _api_run(root: Path, out: Path, preprocess=None):
+    """What the CLI's run below is from Python: the same dataset, model and explainers."""
+    import tinymodels
+
+    from sklearn_caf import GradCAMExplainer, L2CAFExplainer
+    from sklearn_caf.datasets import ImageBoxDataset
+    from sklearn_caf.evaluation import evaluate_localization
+
+    dataset = ImageBoxDataset.from_wsol(
+        root / "metadata", root / "images", image_size=32, preprocess=preprocess
+    )
+    explainers = {
+        "l2caf-oblivious": L2CAFExplainer(model=tinymodels.net(), layer="pool"),
+        "gradcam": GradCAMExplainer(model=tinymodels.net(), layer="pool"),
+    }
+    return evaluate_localization(explainers, dataset, out=out, progress=False)
+
+
+def _cli_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """The CLI's defaults, as a user types it: no --batch-size, no --box-threshold."""
+    return [
+        "evaluate",
+        "--dataset", str(root / "metadata"),
+        "--image-root", str(root / "images"),
+        "--format", "wsol",
+        "--model", "tinymodels:net",
+        "--layer", "pool",
+        "--image-size", "32",
+        "--methods", "l2caf-oblivious,gradcam",
+        "--examples", "0",
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def _parts(out: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+
+
+@pytest.mark.parametrize(
+    ("option", "preprocess"),
+    [
+        ([], None),
+        (["--preprocess", "imagenet"], {"mean": "imagenet", "std": "imagenet"}),
+        (["--preprocess", "inception"], {"mean": "inception", "std": "inception"}),
+    ],
+)
+def test_cli_and_api_give_the_same_tables_and_resume_each_other(
+    wsol_dir, capsys, option, preprocess
+):
+    from sklearn_caf.datasets import NormalizeImage
+
+    normalize = None if preprocess is None else NormalizeImage(**preprocess)
+    cli_out, api_out = wsol_dir / "cli", wsol_dir / "api"
+    assert main(_cli_args(wsol_dir, cli_out, *option)) == 0
+    err = capsys.readouterr().err
+    if option:
+        assert "no --preprocess" not in err
+    else:  # the default for a custom model is said, with its Python equivalent
+        assert "--model tinymodels:net with no --preprocess" in err
+        assert "preprocess=NormalizeImage()" in err
+    api = _api_run(wsol_dir, api_out, normalize)
+
+    cli = load_report(cli_out)
+    pd.testing.assert_frame_equal(cli.summary, api.summary, check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(cli_out / "summary.csv", index_col="method"),
+        api.summary,
+        check_exact=False,
+        rtol=1e-12,
+    )
+    pd.testing.assert_frame_equal(cli.per_image, api.per_image, check_exact=True)
+    assert cli.summary["top1_acc"].notna().all()
+
+    # The CLI's run folder resumes from Python, and the API's from the CLI: nothing recomputed.
+    cli_parts, api_parts = _parts(cli_out), _parts(api_out)
+    assert cli_parts and api_parts
+    resumed = _api_run(wsol_dir, cli_out, normalize)
+    assert _parts(cli_out) == cli_parts
+    pd.testing.assert_frame_equal(resumed.summary, api.summary, check_exact=True)
+    assert main(_cli_args(wsol_dir, api_out, *option, "--quiet")) == 0
+    assert _parts(api_out) == api_parts
+    pd.testing.assert_frame_equal(
+        pd.read_csv(api_out / "summary.csv", index_col="method"),
+        api.summary,
+        check_exact=False,
+        rtol=1e-12,
+    )
+
+
+def test_another_preprocessing_is_another_run(wsol_dir, capsys):
+    """The preprocessing is part of the run: a folder written with one is refused with
+    another, on both paths (never silently mixed)."""
+    out = wsol_dir / "run"
+    assert main(_cli_args(wsol_dir, out, "--preprocess", "imagenet", "--quiet")) == 0
+    assert main(_cli_args(wsol_dir, out, "--quiet")) == 2
+    assert "different configuration" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="different configuration"):
+        _api_run(wsol_dir, out)
+
+
+_PREPROCESSORS = textwrap.dedent(
+    """
+    import numpy as np
+
+
+    def halves(image):
+        return (image.astype(np.float32) / 510).transpose(2, 0, 1)
+
+
+    def batch(images):
+        return np.stack([halves(image) for image in images])
+    """
+)
+
+
+def test_preprocess_function_and_bad_specs(wsol_dir, capsys):
+    (wsol_dir / "prep.py").write_text(_PREPROCESSORS)
+    import prep
+
+    out = wsol_dir / "fn"
+    assert main(_cli_args(wsol_dir, out, "--preprocess", "prep:halves", "--quiet")) == 0
+    pd.testing.assert_frame_equal(
+        load_report(out).summary,
+        _api_run(wsol_dir, wsol_dir / "fn-api", prep.halves).summary,
+        check_exact=True,
+    )
+    for spec, message in [
+        (
+            "prep:batch",
+            r"--preprocess 'prep:batch': preprocess=prep\.batch raised .*takes a batch",
+        ),
+        ("caffe", r"--preprocess 'caffe' is neither a preset \(\[0,1\], imagenet, inception"),
+        ("prep:nothing", "has no function 'nothing'"),
+    ]:
+        capsys.readouterr()
+        assert main(_cli_args(wsol_dir, wsol_dir / "bad", "--preprocess", spec)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        import re
+
+        assert re.search(message, err), err
