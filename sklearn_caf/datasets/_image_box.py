@@ -868,6 +868,73 @@ class ImageBoxDataset:
         """The folder the ids are relative to (None for :meth:`from_arrays`)."""
         return self._image_root
 
+    def original_sizes(self, indices=None) -> np.ndarray:
+        """``(height, width)`` of each image in its own pixels, before resizing.
+
+        From the metadata where it gives them (``image_sizes.txt``, VOC's ``<size>``), else
+        from the image file's header (read once, on first need). For :meth:`from_arrays`, the
+        images as given: ``image_size``.
+
+        Parameters
+        ----------
+        indices : array-like of int, default=None
+            Positions in the dataset; None is every image.
+
+        Returns
+        -------
+        sizes : ndarray of shape (k, 2), int64
+            ``(height, width)`` per image.
+
+        Examples
+        --------
+        >>> from sklearn_caf.datasets import make_wsol_dataset
+        >>> make_wsol_dataset(2, image_size=16, random_state=0).original_sizes().tolist()
+        [[16, 16], [16, 16]]
+        """
+        positions = self._positions(indices)
+        if self._images is not None:
+            return np.tile(np.asarray(self._image_size, np.int64), (len(positions), 1))
+        return np.array([self._original_size(i) for i in positions], dtype=np.int64).reshape(-1, 2)
+
+    def original_boxes(self, indices=None) -> list[np.ndarray]:
+        """The ground-truth boxes in each image's own pixels (pixel edges, not resized).
+
+        The boxes of the metadata converted to pixel edges (see ``box_convention``) and, with
+        ``clip_boxes=True``, clipped to the image; :attr:`boxes` are these scaled to
+        ``image_size``. For :meth:`from_arrays`, the boxes as given.
+
+        Parameters
+        ----------
+        indices : array-like of int, default=None
+            Positions in the dataset; None is every image.
+
+        Returns
+        -------
+        boxes : list of ndarray of shape (m_i, 4), float64
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_caf.datasets import ImageBoxDataset
+        >>> ds = ImageBoxDataset.from_arrays(np.zeros((1, 3, 8, 8)), [0], [[0, 0, 4, 4]])
+        >>> ds.original_boxes()[0].tolist()
+        [[0.0, 0.0, 4.0, 4.0]]
+        """
+        out = []
+        for i in self._positions(indices):
+            if self._images is None:
+                self._original_size(i)  # first: it may clip the boxes
+            boxes = self._clipped_boxes.get(i)
+            if boxes is None:
+                boxes = self._box_data[self._box_offsets[i] : self._box_offsets[i + 1]]
+            out.append(boxes.copy())
+        return out
+
+    def _positions(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(len(self)))
+        return [self._index(i) for i in np.asarray(indices).reshape(-1).tolist()]
+
     def fingerprint(self) -> str:
         """A stable hash of what defines the data, to recognize a dataset across runs.
 

@@ -73,6 +73,17 @@ def _check_finite(values, what, name, positions, indices, ids) -> None:
     )
 
 
+def _to_own_frame(boxes, sizes, pos, map_size) -> np.ndarray:
+    """Boxes of the maps' ``(h, w)`` frame in each image's own pixels (a pure scaling in
+    pixel-edge coordinates, as the dataset's resize); unchanged where ``sizes`` is None."""
+    own = np.asarray(boxes, dtype=np.float64).copy()
+    if sizes is None:
+        return own
+    own[:, 0::2] *= (sizes[pos, 1] / map_size[1])[:, None]
+    own[:, 1::2] *= (sizes[pos, 0] / map_size[0])[:, None]
+    return own
+
+
 def _chunk_rows(
     explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness=None
 ):
@@ -83,6 +94,13 @@ def _chunk_rows(
     """
     images, labels, true_boxes = dataset.load(np.asarray(local))
     labels = np.asarray(labels, dtype=np.int64)
+    # The images' own frame, for the reported boxes; a dataset without one (or arrays) is
+    # reported in the model's frame.
+    if hasattr(dataset, "original_sizes") and hasattr(dataset, "original_boxes"):
+        sizes = np.asarray(dataset.original_sizes(np.asarray(local)), dtype=np.float64)
+        originals = [np.asarray(b, dtype=np.float64) for b in dataset.original_boxes(local)]
+    else:
+        sizes, originals = None, [np.asarray(b, dtype=np.float64) for b in true_boxes]
     all_ids = dataset.ids
     ids = [str(all_ids[i]) for i in local]
     columns: dict[str, list] = {}
@@ -127,7 +145,8 @@ def _chunk_rows(
         row_boxes = [true_boxes[p] for p in pos]
 
         boxes, _ = heatmaps_to_boxes(heatmaps, box_threshold)
-        iou = best_iou(boxes, row_boxes)
+        iou = best_iou(boxes, row_boxes)  # in the model's frame, where the maps are
+        own = _to_own_frame(boxes, sizes, pos, heatmaps.shape[1:3])
         curves_v1, curves_v2 = box_iou_curve_pair(heatmaps, row_boxes, thresholds=thresholds)
         loc = iou >= IOU_THRESHOLD
         true = labels[pos]
@@ -167,10 +186,15 @@ def _chunk_rows(
                 explains_true=explains_true.tolist(),
             )
         add(
-            x0=boxes[:, 0].tolist(),
-            y0=boxes[:, 1].tolist(),
-            x1=boxes[:, 2].tolist(),
-            y1=boxes[:, 3].tolist(),
+            x0=own[:, 0].tolist(),
+            y0=own[:, 1].tolist(),
+            x1=own[:, 2].tolist(),
+            y1=own[:, 3].tolist(),
+            model_x0=boxes[:, 0].tolist(),
+            model_y0=boxes[:, 1].tolist(),
+            model_x1=boxes[:, 2].tolist(),
+            model_y1=boxes[:, 3].tolist(),
+            true_boxes=[originals[p] for p in pos],
             iou=iou.tolist(),
             loc_correct=loc.tolist(),
         )

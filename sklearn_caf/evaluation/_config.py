@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-#: The run folder's format: 2 added the parts' checksum files and identity (run, chunk).
-_FORMAT_VERSION = 2
+#: The run folder's format: 2 added the parts' checksum files and identity (run, chunk); 3 the
+#: per-image boxes in the images' own pixels (``x0...``, ``model_x0...``, ``true_boxes``).
+_FORMAT_VERSION = 3
 
 
 # Explainer parameters that do not change the rows: a run started on one device may resume on

@@ -61,8 +61,14 @@ class LocalizationReport:
         retrieval ``nn_label`` (the nearest neighbour's label); ``explained_class`` (-1 for a
         map of the whole output); ``explains_top1`` and ``explains_true`` (whether the map is
         that of the top-1 predicted class / of the true class); the box ``x0, y0, x1, y1`` at
-        ``box_threshold`` (pixel-edge coordinates) and its ``iou`` (best over the image's
-        ground-truth boxes); the flags ``loc_correct`` (``iou >= 0.5``), then
+        ``box_threshold`` in the image's own pixels (pixel edges of the original image, as
+        the dataset's ``original_sizes``; for images given as arrays, the arrays' pixels),
+        the same box ``model_x0, model_y0, model_x1, model_y1`` in the frame of the
+        model-ready (resized) image the map was made on, ``true_boxes`` (the image's
+        ground-truth boxes in its own pixels, a list of ``[x0, y0, x1, y1]``; ``np.stack``
+        gives ``(m, 4)``) and ``iou`` (best over the ground-truth boxes, computed in the
+        model's frame; a resize scales both boxes alike, so it is the IoU in the image's
+        own frame too); the flags ``loc_correct`` (``iou >= 0.5``), then
         ``top1_correct``, ``top5_correct``, ``top1_loc``, ``top5_loc`` (classification) or
         ``retrieval_correct``, ``retrieval_loc`` (retrieval), and ``gt_known_loc``;
         ``iou_curve_v1`` and ``iou_curve_v2``, arrays of the IoU at each of ``thresholds``

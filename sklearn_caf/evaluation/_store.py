@@ -276,8 +276,9 @@ def _read_manifest(out: Path) -> dict:
     if version != _FORMAT_VERSION:
         raise ValueError(
             f"{manifest} is a run folder of format {version!r}, written by another version of "
-            f"sklearn-caf; this one reads format {_FORMAT_VERSION} only (its parts carry "
-            "checksums and the run's identity, the older ones cannot be verified). Start the "
+            f"sklearn-caf; this one reads format {_FORMAT_VERSION} only (format 2 added the "
+            "parts' checksums and the run's identity, 3 the boxes in the images' own pixels). "
+            "Start the "
             "run again in a new directory (or empty this one), or read the old parts as they "
             "are with pandas.read_parquet at your own risk."
         )
@@ -334,6 +335,11 @@ def _arrow_columns(pa, columns: dict) -> dict:
             out[key] = pa.array(values, type=pa.float64())
         elif key == "embedding":
             out[key] = pa.array(values, type=pa.list_(pa.float32()))
+        elif key == "true_boxes":
+            out[key] = pa.array(
+                [np.asarray(v, dtype=np.float64).reshape(-1, 4).tolist() for v in values],
+                type=pa.list_(pa.list_(pa.float64(), 4)),
+            )
         elif key == "pred_top5":
             out[key] = pa.array(values, type=pa.list_(pa.int64()))
         else:

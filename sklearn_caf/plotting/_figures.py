@@ -159,7 +159,9 @@ def plot_localization_examples(
                 tile = overlay_heatmap(picture, heatmap, alpha=alpha)
                 for box in np.atleast_2d(true_boxes[k]):
                     tile = draw_box(tile, np.asarray(box) * scale, color=(0, 255, 0), width=2)
-                box = np.array([row["x0"], row["y0"], row["x1"], row["y1"]]) * scale
+                # The images as the model sees them: the model-frame box.
+                corners = ("model_x0", "model_y0", "model_x1", "model_y1")
+                box = np.array([row[c] for c in corners]) * scale
                 tiles.append(draw_box(tile, box, color=(255, 0, 0), width=2))
                 captions.append(f"{kind} IoU {row['iou']:.2f} {method}")
         # Methods with fewer images than 2 * n_images: pad the row so methods stay aligned.

@@ -349,3 +349,31 @@ def test_preprocess_function_and_bad_specs(wsol_dir, capsys):
         import re
 
         assert re.search(message, err), err
+
+
+# -- boxes in the images' own pixels ---------------------------------------------------------
+def test_per_image_boxes_are_in_the_images_own_pixels(wsol_dir):
+    """The 48 x 40 photos are explained at 32 x 32: x0... are in photo pixels, model_x0... in
+    the model's, true_boxes the metadata's boxes (pixel edges), and the IoU is the same in
+    both frames (a resize scales both boxes alike)."""
+    from sklearn_caf.datasets import ImageBoxDataset
+    from sklearn_caf.metrics import best_iou
+
+    out = wsol_dir / "run"
+    assert main(_cli_args(wsol_dir, out, "--methods", "gradcam", "--quiet")) == 0
+    rows = pd.read_parquet(out / "per_image.parquet")
+    own = rows[["x0", "y0", "x1", "y1"]].to_numpy()
+    model = rows[["model_x0", "model_y0", "model_x1", "model_y1"]].to_numpy()
+    np.testing.assert_allclose(own, model * [48 / 32, 40 / 32, 48 / 32, 40 / 32], rtol=1e-12)
+    assert own.max() > 32  # really the photos' frame
+    lines = (wsol_dir / "metadata" / "localization.txt").read_text().split()
+    written = {path: [float(v) for v in box] for path, *box in (line.split(",") for line in lines)}
+    truth = []
+    for image_id, boxes in zip(rows["image_id"], rows["true_boxes"], strict=True):
+        x0, y0, x1, y1 = written[image_id]  # inclusive, as wsolevaluation: + 1 at the end
+        assert np.stack(boxes).tolist() == [[x0, y0, x1 + 1, y1 + 1]]
+        truth.append(np.stack(boxes))
+    np.testing.assert_allclose(rows["iou"], best_iou(own, truth), rtol=1e-9)
+    ds = ImageBoxDataset.from_wsol(wsol_dir / "metadata", wsol_dir / "images", image_size=32)
+    resized = [ds.boxes[i] for i in rows["image_index"]]
+    np.testing.assert_allclose(rows["iou"], best_iou(model, resized), rtol=1e-12)

@@ -1261,3 +1261,25 @@ def test_normalize_image_inception_preset():
     assert NormalizeImage(std="imagenet").std == (0.229, 0.224, 0.225)
     with pytest.raises(ValueError, match='"imagenet", "inception" or None'):
         NormalizeImage(mean="caffe")
+
+
+@pytest.mark.parametrize("sizes", [True, False])
+def test_original_sizes_and_boxes(tmp_path, sizes):
+    """The images' own frame, from image_sizes.txt or from the files' headers."""
+    meta, images = make_wsol(tmp_path, sizes=sizes)
+    ds = ImageBoxDataset.from_wsol(meta, images, image_size=(5, 7))
+    own = ds.original_sizes()
+    assert own.dtype == np.int64 and own.shape == (len(ds), 2)
+    for i, (height, width) in enumerate(own.tolist()):
+        with Image.open(images / ds.ids[i]) as image:
+            assert (width, height) == image.size
+        scaled = ds.original_boxes([i])[0] * [7 / width, 5 / height, 7 / width, 5 / height]
+        np.testing.assert_allclose(scaled, ds.boxes[i], rtol=1e-12)
+    assert ds.original_sizes([-1]).tolist() == own[-1:].tolist()
+    sub = ds.subset([1, 0])
+    assert [b.tolist() for b in sub.original_boxes()] == [
+        b.tolist() for b in ds.original_boxes([1, 0])
+    ]
+    arrays = ImageBoxDataset.from_arrays(np.zeros((2, 3, 6, 9)), [0, 1], [[0, 0, 2, 3]] * 2)
+    assert arrays.original_sizes().tolist() == [[6, 9], [6, 9]]
+    assert arrays.original_boxes([1])[0].tolist() == [[0, 0, 2, 3]]

@@ -110,7 +110,8 @@ def test_exact_rows_and_summary_of_a_known_model():
     rows = report.per_image
     assert list(rows.columns) == [
         "image_index", "image_id", "method", "true_label", "pred_top5", "explained_class",
-        "explains_top1", "explains_true", "x0", "y0", "x1", "y1", "iou", "loc_correct",
+        "explains_top1", "explains_true", "x0", "y0", "x1", "y1",
+        "model_x0", "model_y0", "model_x1", "model_y1", "true_boxes", "iou", "loc_correct",
         "top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc",
         *CURVES,
     ]  # fmt: skip
@@ -132,6 +133,13 @@ def test_exact_rows_and_summary_of_a_known_model():
         [0, 0, 4, 4], [0, 0, 16, 16], [0, 0, 4, 4], [1, 10, 5, 14], [1, 10, 5, 14],
     ]  # fmt: skip
     np.testing.assert_array_equal(boxes, expected_boxes)
+    # Arrays have no other frame: the model's box is the image's, the truth as given.
+    model = ["model_x0", "model_y0", "model_x1", "model_y1"]
+    np.testing.assert_array_equal(rows[model].to_numpy(), expected_boxes)
+    given = [[[2, 2, 6, 6]], [[8, 8, 12, 14]], [[0, 0, 4, 4]], [[10, 2, 12, 4]]]
+    assert [np.stack(b).tolist() for b in rows["true_boxes"]] == [
+        given[i] for i in rows["image_index"]
+    ]
     np.testing.assert_allclose(rows["iou"], [1, 1, 2 / 3, 2 / 3, 1, 1 / 16, 1, 0, 0])
 
     # Curves: at 0 every pixel is kept (the whole image); above 0, the blobs (nothing for
@@ -172,6 +180,7 @@ def test_rows_agree_with_heatmap_boxes_and_the_curves(wsol):
     fitted = GradCAMExplainer(model=net, layer="pool").fit(X)
     maps = fitted.transform(X[rows["image_index"]], targets=rows["explained_class"].to_numpy())
     boxes = HeatmapBoxes(threshold=0.2).fit_transform(maps)[:, :4]
+    np.testing.assert_array_equal(rows[["model_x0", "model_y0", "model_x1", "model_y1"]], boxes)
     np.testing.assert_array_equal(rows[["x0", "y0", "x1", "y1"]].to_numpy(), boxes)
     truth = [wsol.boxes[i] for i in rows["image_index"]]
     np.testing.assert_allclose(rows["iou"], best_iou(boxes, truth))

@@ -91,11 +91,11 @@ def test_parts_record_their_run_chunk_rows_and_checksum(reference):
     pq = pytest.importorskip("pyarrow.parquet")
     for chunk in range(3):
         record = json.loads(checksum(part(out, chunk)).read_text())
-        assert record["chunk"] == chunk and record["format"] == 2
+        assert record["chunk"] == chunk and record["format"] == 3
         assert record["n_rows"] == pq.read_metadata(part(out, chunk)).num_rows
         own = json.loads(pq.read_schema(part(out, chunk)).metadata[b"sklearn_caf.part"])
         assert own["run"] == record["run"] and own["chunk"] == chunk
-    assert json.loads((out / "manifest.json").read_text())["format"] == 2
+    assert json.loads((out / "manifest.json").read_text())["format"] == 3
     assert report.n_images == 10
 
 
@@ -169,10 +169,13 @@ def test_a_part_without_its_checksum_file_is_recomputed(net, data, folder, refer
 def test_old_format_and_unreadable_manifests_are_refused_clearly(net, data, folder):
     manifest = folder / "manifest.json"
     config = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**config, "format": 1}))
-    for call in (lambda: load_report(folder), lambda: run(net, data, folder)):
-        with pytest.raises(ValueError, match=r"format 1.*Start the run again in a new directory"):
-            call()
+    for old in (1, 2):  # 2: boxes in the model's frame only
+        manifest.write_text(json.dumps({**config, "format": old}))
+        for call in (lambda: load_report(folder), lambda: run(net, data, folder)):
+            with pytest.raises(
+                ValueError, match=rf"format {old}.*Start the run again in a new directory"
+            ):
+                call()
     manifest.write_text(json.dumps(config)[:50])
     with pytest.raises(ValueError, match=r"manifest\.json cannot be read as a run manifest"):
         load_report(folder)
