@@ -31,7 +31,9 @@ N_CLASSES = 1000
 #: Method slugs: the ``method`` column of ``results.csv`` and part of the file names.
 METHOD_SLUGS = ("l2caf-class-oblivious", "l2caf-class-specific", "gradcam")
 
-#: Columns of ``results.csv``, in order. ``solver`` is ``exact`` (closed form, so
+#: Columns of ``results.csv``, in order. ``x0, y0, x1, y1`` is the box in the photo's own
+#: pixels (pixel edges, 2 decimals), ``model_x0 ... model_y1`` the same box in the 224 x 224
+#: frame the network sees (and the overlays show). ``solver`` is ``exact`` (closed form, so
 #: ``n_iter`` is 0), ``adam`` or ``adam-lbfgs`` (a layer whose head is not affine) for
 #: L2-CAF rows, empty for Grad-CAM (no iterations).
 RESULT_COLUMNS = (
@@ -44,6 +46,10 @@ RESULT_COLUMNS = (
     "y0",
     "x1",
     "y1",
+    "model_x0",
+    "model_y0",
+    "model_x1",
+    "model_y1",
     "box_score",
     "solver",
     "n_iter",

@@ -76,9 +76,20 @@ def test_demo_csv_has_one_row_per_image_and_method(demo_dir):
     assert {(r["image"], r["method"]) for r in rows} == set(
         product(["chelsea", "coffee"], METHODS)
     )
+    from sklearn_caf.datasets import load_sample_photos
+
+    names, photos = load_sample_photos()
+    shapes = {name: photo.shape[:2] for name, photo in zip(names, photos, strict=True)}
     for row in rows:
-        x0, y0, x1, y1 = (int(row[c]) for c in ("x0", "y0", "x1", "y1"))
+        x0, y0, x1, y1 = (int(row[c]) for c in ("model_x0", "model_y0", "model_x1", "model_y1"))
         assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
+        # x0...: the same box in the photo's own pixels.
+        height, width = shapes[row["image"]]
+        assert (height, width) != (SIZE, SIZE)
+        own = [float(row[c]) for c in ("x0", "y0", "x1", "y1")]
+        expected = [x0 * width / SIZE, y0 * height / SIZE, x1 * width / SIZE, y1 * height / SIZE]
+        np.testing.assert_allclose(own, expected, atol=0.005)
+        assert 0 <= own[0] < own[2] <= width and 0 <= own[1] < own[3] <= height
         assert 0 < float(row["probability"]) <= 1
         assert 0 < float(row["box_score"]) <= 1
         assert row["class_name"]
@@ -122,7 +133,8 @@ def test_demo_overlay_shows_the_box(demo_dir):
 
     _, rows = _read_csv(demo_dir / "results.csv")
     row = next(r for r in rows if r["image"] == "coffee" and r["method"] == "gradcam")
-    x0, y0, x1, y1 = (int(row[c]) for c in ("x0", "y0", "x1", "y1"))
+    # The overlay is the network's 224 x 224 view: the model-frame box.
+    x0, y0, x1, y1 = (int(row[c]) for c in ("model_x0", "model_y0", "model_x1", "model_y1"))
     overlay = np.asarray(Image.open(demo_dir / "coffee_gradcam.png"))
     assert_array_equal(overlay[y0, x0:x1], [[0, 255, 0]] * (x1 - x0))
     assert_array_equal(overlay[y0:y1, x1 - 1], [[0, 255, 0]] * (y1 - y0))

@@ -237,6 +237,9 @@ def _run(args: argparse.Namespace) -> int:
                 for rank in range(k):
                     cls = int(predicted[i, 0] if targets is None else targets[i, rank])
                     x0, y0, x1, y1, score = boxes[i, rank]
+                    # The box in the photo's own pixels: the resize is a pure scaling.
+                    height, width = photos[i].shape[:2]
+                    sx, sy = width / size, height / size
                     overlay = overlay_heatmap(images[i], heatmaps[i, rank], alpha=_ALPHA)
                     overlay = draw_box(overlay, (x0, y0, x1, y1), color=_BOX_COLOR)
                     # A class-oblivious map explains the whole output, not the top class.
@@ -261,10 +264,14 @@ def _run(args: argparse.Namespace) -> int:
                             "class_index": cls,
                             "class_name": class_name(cls),
                             "probability": round(float(probs[i, cls]), 6),
-                            "x0": int(x0),
-                            "y0": int(y0),
-                            "x1": int(x1),
-                            "y1": int(y1),
+                            "x0": round(float(x0) * sx, 2),
+                            "y0": round(float(y0) * sy, 2),
+                            "x1": round(float(x1) * sx, 2),
+                            "y1": round(float(y1) * sy, 2),
+                            "model_x0": int(x0),
+                            "model_y0": int(y0),
+                            "model_x1": int(x1),
+                            "model_y1": int(y1),
                             "box_score": round(float(score), 6),
                             "solver": solver,
                             "n_iter": "" if n_iter is None else int(n_iter[i, rank]),
