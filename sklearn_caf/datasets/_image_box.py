@@ -911,6 +911,7 @@ class ImageBoxDataset:
         Returns
         -------
         boxes : list of ndarray of shape (m_i, 4), float64
+            The boxes of each image, ``[x0, y0, x1, y1]`` in its own pixels.
 
         Examples
         --------
