@@ -131,3 +131,9 @@ def test_install_hint_says_which_extra(monkeypatch):
         import_optional("pyarrow", needed_by="sklearn-caf evaluate")
     message = str(info.value)
     assert "'eval' extra" in message and 'pip install -e ".[eval]"' in message
+
+
+def test_every_extra_is_described_in_the_install_page():
+    text = (ROOT / "docs" / "install.rst").read_text(encoding="utf-8")
+    described = set(re.findall(r"^``([a-z]+)``\n    ", text, flags=re.MULTILINE))
+    assert described == set(_extras()), set(_extras()) ^ described
