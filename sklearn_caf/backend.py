@@ -234,6 +234,13 @@ class BoundModel(Protocol):
     # unknown). L2-CAF on clip models (``frame_axis``) needs it to give each frame of a
     # clip its own filter; a backend without it cannot run that.
 
+    # Optional: ``reshape(x, shape)``, ``split(x, indices, axis)`` and ``concat(xs, axis)``,
+    # NumPy's ``reshape``, ``split`` (a list of tensors) and ``concatenate``, also inside a
+    # compiled function (``shape`` may hold -1 for the batch). Explainers need them on
+    # layers that output tokens (a vision transformer's ``(n, 1 + h * w, channels)``),
+    # which they read as an ``(n, h, w, channels)`` grid; a backend without them cannot
+    # explain such layers.
+
     # Tensor ops the core's math is written with (NumPy semantics, ``axis`` keywords).
     def take(self, x: Any, rows: np.ndarray) -> Any:
         """Rows ``rows`` (an integer NumPy array) of ``x`` along axis 0.

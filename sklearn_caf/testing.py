@@ -373,6 +373,33 @@ def _check_fori_loop(check: _Checker, bound: Any, seed: int) -> None:
             )
 
 
+def _check_token_ops(check: _Checker, bound: Any, seed: int) -> None:
+    """The optional ``reshape``, ``split`` and ``concat`` (token layers): all or none, as
+    NumPy's, also inside ``compile``."""
+    names = ("reshape", "split", "concat")
+    present = [getattr(bound, name, None) is not None for name in names]
+    if not any(present):
+        return
+    check.require(all(present), "reshape, split and concat come together (token layers).")
+    x_np = np.random.default_rng(seed).standard_normal((2, 7, 4)).astype(np.float32)
+
+    def roundtrip(x):
+        head, tail = bound.split(x, [1], axis=1)
+        grid = bound.reshape(tail, (-1, 3, 2, 4))
+        return head, grid, bound.concat([head, bound.reshape(grid, (-1, 6, 4))], axis=1)
+
+    runners = [("split/reshape/concat", roundtrip)]
+    compile_ = getattr(bound, "compile", None)
+    if compile_ is not None:
+        runners.append(("compile(split/reshape/concat)", compile_(roundtrip)))
+    for name, run in runners:
+        head, grid, back = check.call(name, run, bound.asarray(x_np))
+        check.close(check.numpy(bound, head, "split"), x_np[:, :1], f"{name}: split", rtol=0)
+        expected = x_np[:, 1:].reshape(2, 3, 2, 4)
+        check.close(check.numpy(bound, grid, "reshape"), expected, f"{name}: reshape", rtol=0)
+        check.close(check.numpy(bound, back, "concat"), x_np, f"{name}: concat", rtol=0)
+
+
 def _check_ops(check: _Checker, bound: Any, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x_np = rng.standard_normal((4, 3, 5, 6)).astype(np.float32)
@@ -702,7 +729,8 @@ def check_backend(
       for ``i = 0 .. n - 1`` in order (``n = 0`` included), also inside ``compile``;
     - ``take``, ``sum``, ``mean``, ``max`` (int, negative and tuple axes, ``keepdims``),
       ``sqrt``, ``exp``, ``abs``, ``relu``, ``expand_dims``, ``zeros_like``, the optional
-      ``repeat`` and ``+ - * /`` agree with NumPy;
+      ``repeat`` and ``+ - * /`` agree with NumPy, and so do the optional ``reshape``,
+      ``split`` and ``concat`` (all or none; also inside ``compile``);
     - ``to_numpy(asarray(x))`` round-trips float32 exactly, and ``asarray`` casts float64,
       integers and backend tensors to float32;
     - the context manager nests, does not swallow exceptions, and restores ``snapshot`` on
@@ -755,6 +783,7 @@ def check_backend(
         _, a, context, _, out_np = _check_split(check, bound, images, layer)
         _check_value_and_grad(check, bound, a, context, out_np, random_state)
         _check_fori_loop(check, bound, random_state)
+        _check_token_ops(check, bound, random_state)
         _check_ops(check, bound, random_state)
         _check_arrays(check, bound, random_state)
     _check_context(check, bound, model, images, out_np, snapshot)

@@ -252,6 +252,37 @@ def import_tensorflow():
     return tf, keras
 
 
+_TORCHVISION_OPS: list = []
+
+
+def import_torchvision():
+    """torchvision, or a skip where it is not installed.
+
+    A torchvision wheel built for another torch (PyPI's CUDA build beside a CPU torch)
+    fails at import on the two operators its C extension would register; its model
+    definitions are pure Python and need neither, so the operators' schemas are defined
+    first (without kernels: nothing here calls them).
+    """
+    pytest.importorskip("torch")
+    try:
+        import torchvision
+    except RuntimeError as exc:
+        if "torchvision::nms" not in str(exc):
+            raise
+        import torch
+
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_OPS.append(lib)  # a library object unregisters its ops when freed
+        import torchvision
+    except ImportError:
+        pytest.skip("torchvision is not installed")
+    return torchvision
+
+
 def keras_twin(net):
     """A Keras 3 copy of a torch model of this file: same layer names, same weights, NHWC.
 

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._utils import Interval, fit_context, spatial_axes
+from .._utils import Interval, StrOptions, fit_context, spatial_axes
 from ._frames import (
     SUPPORTED_FORMS,
     FrameRows,
@@ -20,6 +20,7 @@ from ._frames import (
     layout_probe,
 )
 from ._heatmaps import to_heatmaps
+from ._layouts import LAYOUTS, FeatureLayout, apply_layout, resolve_layout
 from ._model_estimator import ModelEstimator
 from ._validation import check_images, check_targets
 
@@ -75,10 +76,16 @@ class BaseExplainer(ModelEstimator):
         "output": [None, Integral, str, callable],
         "top_k": [Interval(Integral, 1, None, closed="left")],
         "frame_axis": [None, Interval(Integral, 1, None, closed="left")],
+        "layout": [StrOptions(set(LAYOUTS))],
+        "grid": [None, tuple, list],
+        "prefix_tokens": [None, Interval(Integral, 0, None, closed="left")],
     }
 
     # Subclasses that take clips have a ``frame_axis`` parameter; the others never do.
     frame_axis: int | None = None
+    layout: str = "auto"
+    grid: Any = None
+    prefix_tokens: int | None = None
 
     # Whether this configuration explains classes (uses targets) or the whole output.
     @property
@@ -110,6 +117,14 @@ class BaseExplainer(ModelEstimator):
         self.n_frames_ = None if self.frame_axis is None else int(X.shape[self.frame_axis])
         with self.bound_ as bound:
             a, context = self._first_pass(bound, X)
+            feature_layout = self._resolve_layout(bound, X, a)
+        self._feature_layout = feature_layout
+        self.bound_ = apply_layout(self.bound_, feature_layout)
+        self.layout_ = feature_layout.kind
+        self.grid_ = feature_layout.grid
+        self.prefix_tokens_ = feature_layout.prefix if feature_layout.grid else None
+        with self.bound_ as bound:
+            a, context = bound.trunk(bound.asarray(X[:1]))
             out = bound.head(a, context)
             self._check_feature_map(a)
             self._check_frame_rows(bound, X, a)
@@ -118,6 +133,33 @@ class BaseExplainer(ModelEstimator):
             self._check_top_k()
             self._fit_bound(bound, X[:1], a, context, out)
         return self
+
+    def _resolve_layout(self, bound: Any, X: np.ndarray, a: Any) -> FeatureLayout:
+        """The layout of ``layer``'s output (the ``layout`` parameter, or detected)."""
+        channel = self._input_channel_axis(X.ndim)
+        input_sizes = tuple(
+            X.shape[ax] for ax in spatial_axes(X.ndim, channel) if ax != self.frame_axis
+        )
+        layout = self.layout
+        if self.frame_axis is not None and layout == "auto":
+            layout = "channels_first" if bound.channel_axis == 1 else "channels_last"
+        feature_layout = resolve_layout(
+            layout,
+            self.grid,
+            self.prefix_tokens,
+            feature_shape=tuple(int(s) for s in a.shape),
+            input_sizes=input_sizes,
+            native_channel_axis=bound.channel_axis,
+            layer=self.layer,
+        )
+        if self.verbose:
+            what = f"tokens, grid {feature_layout.grid} after {feature_layout.prefix} prefix"
+            print(
+                f"[{type(self).__name__}] layer={self.layer!r} outputs shape "
+                f"{tuple(a.shape)}: read as "
+                f"{what if feature_layout.kind == 'tokens' else feature_layout.kind}"
+            )
+        return feature_layout
 
     def _frames(self) -> FrameRows:
         return FrameRows(getattr(self, "n_frames_", None))

@@ -78,6 +78,19 @@ class GradCAMExplainer(BaseExplainer):
         by clip (PyTorch: ``x.flatten(0, 1)``; Keras: inside ``TimeDistributed``), and
         fuses the frames (an LSTM, say). One map per frame: ``transform`` gives
         ``(n_clips, T, H, W)`` (see :ref:`frames`).
+    layout : {"auto", "channels_first", "channels_last", "tokens"}, default="auto"
+        How ``layer``'s output holds its channels. ``"auto"`` reads it off the first
+        image in :meth:`fit`: the framework's own layout (PyTorch channels first, Keras
+        channels last) unless only the other one has spatial axes that shrink the input
+        by one stride (Swin and ConvNeXt blocks in PyTorch output ``(n, h, w, channels)``);
+        tokens ``(n, n_tokens, channels)`` of a 2-D image model are a grid of patch tokens
+        after a few prefix tokens (vision transformers). ``"nchw"`` and ``"nhwc"`` are
+        aliases of ``"channels_first"`` and ``"channels_last"``. See :ref:`layouts`.
+    grid : tuple of 2 int or None, default=None
+        With tokens: the patch grid ``(h, w)``, when it cannot be read off the shapes.
+    prefix_tokens : int or None, default=None
+        With tokens: how many tokens come before the patch tokens (a class token,
+        distillation and register tokens); they reach the head unfiltered.
 
     Attributes
     ----------
@@ -97,6 +110,12 @@ class GradCAMExplainer(BaseExplainer):
         ``"input"`` for ``layer=None``.
     n_frames_ : int or None
         Frames per clip seen in fit (``frame_axis`` set), else ``None``.
+    layout_ : {"channels_first", "channels_last", "tokens"}
+        The layout of ``layer``'s output the maps were computed in.
+    grid_ : tuple of int or None
+        For tokens, the patch grid ``(h, w)`` the maps have; else ``None``.
+    prefix_tokens_ : int or None
+        For tokens, the number of prefix tokens; else ``None``.
 
     See Also
     --------
@@ -134,6 +153,9 @@ class GradCAMExplainer(BaseExplainer):
         backend: Any = None,
         verbose: int = 0,
         frame_axis: int | None = None,
+        layout: str = "auto",
+        grid: Any = None,
+        prefix_tokens: int | None = None,
     ):
         self.model = model
         self.layer = layer
@@ -146,6 +168,9 @@ class GradCAMExplainer(BaseExplainer):
         self.backend = backend
         self.verbose = verbose
         self.frame_axis = frame_axis
+        self.layout = layout
+        self.grid = grid
+        self.prefix_tokens = prefix_tokens
 
     @property
     def explains_classes(self) -> bool:

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._utils import Interval
 from ..backend import get_backend
+from ._layouts import apply_layout
 from ._validation import check_images
 
 
@@ -61,6 +62,9 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
                 output=getattr(self, "output", None),
                 device=self.device,
             )
+            layout = getattr(self, "_feature_layout", None)
+            if layout is not None:
+                self.bound_ = apply_layout(self.bound_, layout)
 
     def _bind(self, X: Any, *, output: Any = None) -> np.ndarray:
         """Pick the backend, split the model at ``layer``; return ``X`` checked."""

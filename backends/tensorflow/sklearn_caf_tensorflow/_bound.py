@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Callable
@@ -229,3 +230,16 @@ class TensorflowBoundModel:
 
     def repeat(self, x: tf.Tensor, repeats: int) -> tf.Tensor:
         return tf.repeat(x, repeats, axis=0)
+
+    def reshape(self, x: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
+        return tf.reshape(x, shape)
+
+    def split(self, x: tf.Tensor, indices: list[int], axis: int) -> list[tf.Tensor]:
+        bounds = [0, *indices, None]
+        return [
+            x[(slice(None),) * (axis % len(x.shape)) + (slice(start, stop),)]
+            for start, stop in itertools.pairwise(bounds)
+        ]
+
+    def concat(self, xs: list[tf.Tensor], axis: int) -> tf.Tensor:
+        return tf.concat(xs, axis=axis)

@@ -297,3 +297,13 @@ class TorchBoundModel:
 
     def repeat(self, x: torch.Tensor, repeats: int) -> torch.Tensor:
         return torch.repeat_interleave(x, repeats, dim=0)
+
+    def reshape(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.reshape(x, shape)
+
+    def split(self, x: torch.Tensor, indices: list[int], axis: int) -> list[torch.Tensor]:
+        sizes = np.diff([0, *indices, x.shape[axis]]).tolist()
+        return list(torch.split(x, sizes, dim=axis))
+
+    def concat(self, xs: list[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.cat(xs, dim=axis)
