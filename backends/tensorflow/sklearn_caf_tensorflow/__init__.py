@@ -141,7 +141,8 @@ class TensorflowBackend:
                 continue
             if hasattr(out, "shape") and not isinstance(out, (list, tuple, dict)):
                 layers.append((layer.name, out))
-        extractor = keras.Model(model.inputs, [out for _, out in layers])
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        extractor = keras.Model(inputs, [out for _, out in layers])
         values = extractor(np.asarray(x, dtype=np.float32), training=False)
         values = values if isinstance(values, (list, tuple)) else [values]
         return [
