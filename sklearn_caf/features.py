@@ -33,7 +33,9 @@ class FeatureMapExtractor(ModelEstimator):
         A PyTorch ``nn.Module`` or a Keras model (frozen; never modified).
     layer : str or None, default=None
         Dotted module path of the layer whose output to return (``"layer4"``,
-        ``"features.28"``). ``None`` returns the input itself.
+        ``"features.28"``). ``None`` returns the input itself. ``"auto"`` finds the last
+        spatial feature map the output depends on (see :ref:`auto-layer`); ``layer_`` says
+        which.
     batch_size : int, default=32
         Images per trunk pass.
     device : str, default="auto"
@@ -46,6 +48,8 @@ class FeatureMapExtractor(ModelEstimator):
 
     Attributes
     ----------
+    layer_ : str or None
+        The layer explained: ``layer``, or the one ``layer="auto"`` found.
     backend_ : Backend
         The backend used.
     bound_ : BoundModel

@@ -150,12 +150,12 @@ class BaseExplainer(ModelEstimator):
             feature_shape=tuple(int(s) for s in a.shape),
             input_sizes=input_sizes,
             native_channel_axis=bound.channel_axis,
-            layer=self.layer,
+            layer=self.layer_,
         )
         if self.verbose:
             what = f"tokens, grid {feature_layout.grid} after {feature_layout.prefix} prefix"
             print(
-                f"[{type(self).__name__}] layer={self.layer!r} outputs shape "
+                f"[{type(self).__name__}] layer={self.layer_!r} outputs shape "
                 f"{tuple(a.shape)}: read as "
                 f"{what if feature_layout.kind == 'tokens' else feature_layout.kind}"
             )
@@ -173,16 +173,16 @@ class BaseExplainer(ModelEstimator):
                     bound.to_numpy(bound.trunk(bound.asarray(b))[0])
                     for b in layout_probe(X[:1], self.frame_axis)
                 )
-                check_layout(first, second, self.n_frames_, self.layer)
+                check_layout(first, second, self.n_frames_, self.layer_)
             return
         if self.frame_axis is None:
             raise ValueError(
-                f"layer={self.layer!r} gives {rows} rows of feature maps for one input; a "
+                f"layer={self.layer_!r} gives {rows} rows of feature maps for one input; a "
                 f"clip model (X of shape (n_clips, T, ...)) whose per-frame CNN runs on "
                 f"all frames at once is explained per frame with frame_axis=1."
             )
         raise ValueError(
-            f"layer={self.layer!r} gives {rows} rows of feature maps for one clip of "
+            f"layer={self.layer_!r} gives {rows} rows of feature maps for one clip of "
             f"T={self.n_frames_} frames (frame_axis={self.frame_axis}); it must give one "
             f"per frame: {SUPPORTED_FORMS}."
         )
@@ -226,7 +226,7 @@ class BaseExplainer(ModelEstimator):
     def _check_feature_map(self, a: Any) -> None:
         if len(a.shape) < 3:
             raise ValueError(
-                f"layer={self.layer!r} must output spatial feature maps (n, channels, h, w); "
+                f"layer={self.layer_!r} must output spatial feature maps (n, channels, h, w); "
                 f"its output has shape {tuple(a.shape)}. Pick a convolutional layer."
             )
 
@@ -286,7 +286,7 @@ class BaseExplainer(ModelEstimator):
         n_spatial = maps.ndim - 2 - (self.frame_axis is not None)
         if n_spatial != len(input_size):
             raise ValueError(
-                f"layer={self.layer!r} gives {n_spatial}-D maps but X has {len(input_size)} "
+                f"layer={self.layer_!r} gives {n_spatial}-D maps but X has {len(input_size)} "
                 f"spatial axes; cannot resize the maps onto the input."
             )
         raw = np.abs(maps) if self._signed_maps() else maps

@@ -51,6 +51,8 @@ class GradCAMExplainer(BaseExplainer):
         A PyTorch ``nn.Module`` or a Keras model. Never modified.
     layer : str or None, default=None
         Dotted module path of a convolutional layer; ``None`` uses the input itself.
+        ``"auto"`` finds the last spatial feature map the output depends on (see
+        :ref:`auto-layer`); ``layer_`` says which.
     objective : {"class", "embedding"}, default="class"
         Explain class logits or a whole embedding.
     activation : {"relu", "abs"}, default="relu"
@@ -94,6 +96,8 @@ class GradCAMExplainer(BaseExplainer):
 
     Attributes
     ----------
+    layer_ : str or None
+        The layer explained: ``layer``, or the one ``layer="auto"`` found.
     backend_ : Backend
         The backend that runs the model.
     bound_ : BoundModel

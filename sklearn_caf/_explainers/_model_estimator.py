@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._utils import Interval
 from ..backend import get_backend
+from ._auto_layer import find_layer
 from ._layouts import apply_layout
 from ._validation import check_images
 
@@ -58,7 +59,7 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         if "backend_" in state:
             self.bound_ = self.backend_.bind(
                 self.model,
-                layer=self.layer,
+                layer=getattr(self, "layer_", self.layer),
                 output=getattr(self, "output", None),
                 device=self.device,
             )
@@ -71,12 +72,33 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         if self.model is None:
             raise ValueError("model must be given: a PyTorch or Keras model; got model=None.")
         self.backend_ = get_backend(self.model, self.backend)
+        self.layer_ = self.layer
+        if self.layer == "auto":
+            self.layer_ = self._find_layer(X, output)
+            if self.verbose:
+                print(f"[{type(self).__name__}] layer='auto' chose layer={self.layer_!r}")
         self.bound_ = self.backend_.bind(
-            self.model, layer=self.layer, output=output, device=self.device
+            self.model, layer=self.layer_, output=output, device=self.device
         )
         X = check_images(X, self.bound_)
         self.input_shape_ = X.shape[1:]
         return X
+
+    def _find_layer(self, X: np.ndarray, output: Any) -> str:
+        """``layer="auto"``'s layer: the last spatial feature map the output depends on."""
+        probe = self.backend_.bind(self.model, layer=None, output=output, device=self.device)
+        X = check_images(X, probe)
+        channel = probe.input_channel_axis % X.ndim
+        sizes = tuple(X.shape[ax] for ax in range(1, X.ndim) if ax != channel)
+        return find_layer(
+            self.backend_,
+            self.model,
+            X[:1],
+            input_sizes=sizes,
+            native_channel_axis=probe.channel_axis,
+            output=output,
+            device=self.device,
+        )
 
     def _first_pass(self, bound: Any, X: np.ndarray) -> tuple[Any, tuple]:
         """The trunk on ``X[:1]``; a model that cannot take ``X`` is the caller's input error."""
@@ -85,7 +107,7 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         except Exception as exc:
             raise ValueError(
                 f"X (per-image shape {X.shape[1:]}) cannot be run through the model up to "
-                f"layer={self.layer!r}; check its layout and channel count. The model said: "
+                f"layer={self.layer_!r}; check its layout and channel count. The model said: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         # How the backend split the model (torch: "fx", "export", "hooks"), once it has seen

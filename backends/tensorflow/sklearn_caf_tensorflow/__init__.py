@@ -90,6 +90,66 @@ class TensorflowBackend:
             model, layer=layer, output=output, device=device, tf_function=self.tf_function
         )
 
+    def layer_outputs(
+        self,
+        model: Any,
+        x: Any,
+        *,
+        gradients_of: Any = (),
+        output: Any = None,
+        device: Any = "auto",
+    ) -> list[tuple[str, tuple[int, ...], Any]]:
+        """The output shape of every top-level layer of a Functional or Sequential model
+        on ``x``, in the graph's order; no gradients (``None``: the core checks the last
+        candidates by binding them).
+
+        Parameters
+        ----------
+        model : keras.Model
+            A Functional or Sequential model. Never modified.
+        x : array-like
+            A batch of inputs, in the model's layout.
+        gradients_of : sequence of str, default=()
+            Ignored.
+        output : None, int, str or callable, default=None
+            Ignored: every layer's own output is read.
+        device : str, default="auto"
+            Ignored: shapes only.
+
+        Returns
+        -------
+        outputs : list of (str, tuple, None)
+            Each layer's name and its output's shape.
+        """
+        import keras
+        import numpy as np
+
+        from ._split import _is_functional, _is_sequential
+
+        if not (_is_functional(model) or _is_sequential(model)):
+            raise ValueError(
+                f"the layers of a subclassed Keras model ({type(model).__name__}) cannot be "
+                "listed from its graph; pass layer= a layer name."
+            )
+        layers = []
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            try:
+                out = layer.output
+            except (AttributeError, ValueError):  # a shared layer has several outputs
+                continue
+            if hasattr(out, "shape") and not isinstance(out, (list, tuple, dict)):
+                layers.append((layer.name, out))
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        extractor = keras.Model(inputs, [out for _, out in layers])
+        values = extractor(np.asarray(x, dtype=np.float32), training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        return [
+            (name, tuple(int(s) for s in value.shape), None)
+            for (name, _), value in zip(layers, values, strict=True)
+        ]
+
     def weighted_layers(self, model: Any) -> list[str]:
         """Paths of the layers that own weights, in forward order.
 

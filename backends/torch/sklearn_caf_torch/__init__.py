@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
+
 __all__ = ["TorchBackend"]
 
 
@@ -93,6 +95,84 @@ class TorchBackend:
         from ._bound import TorchBoundModel
 
         return TorchBoundModel(model, layer=layer, output=output, device=device, split=self.split)
+
+    def layer_outputs(
+        self,
+        model: Any,
+        x: Any,
+        *,
+        gradients_of: Any = (),
+        output: Any = None,
+        device: Any = "auto",
+    ) -> list[tuple[str, tuple[int, ...], Any]]:
+        """Every module's output on ``x``, in the order the outputs are made.
+
+        The model runs once (inference mode, parameters frozen, every flag restored, the
+        hooks removed), as ``bind(model, layer=None)`` runs it. Modules called more than
+        once in a pass (a ReLU reused in a block) and outputs that are not one tensor are
+        left out: ``bind`` cannot split at them.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model. Never modified.
+        x : array-like
+            A batch of inputs, in the model's layout.
+        gradients_of : sequence of str, default=()
+            Modules at whose output the gradient of the model output's squared norm is
+            returned.
+        output : None, int, str or callable, default=None
+            Which output, as in :meth:`bind`.
+        device : str, default="auto"
+            Where to run, as in :meth:`bind`.
+
+        Returns
+        -------
+        outputs : list of (str, tuple, ndarray or None)
+            Each module's dotted name, its output's shape and, for ``gradients_of``, the
+            gradient as a NumPy array (``None`` otherwise).
+        """
+        import torch
+
+        bound = self.bind(model, layer=None, output=output, device=device)
+        wanted = set(gradients_of)
+        outputs: dict[str, Any] = {}
+        calls: dict[str, int] = {}
+
+        def record(name: str):
+            def hook(module: Any, args: Any, out: Any) -> None:
+                calls[name] = calls.get(name, 0) + 1
+                if isinstance(out, torch.Tensor):
+                    outputs[name] = out
+
+            return hook
+
+        handles = []
+        with bound:
+            try:
+                for name, module in bound.model.named_modules():
+                    if name:
+                        handles.append(module.register_forward_hook(record(name)))
+                inputs = bound.asarray(x).requires_grad_(bool(wanted))
+                with torch.enable_grad() if wanted else torch.no_grad():
+                    result = bound.head(inputs, ())
+                names = [n for n in outputs if calls[n] == 1]
+                tracked = [n for n in names if n in wanted and outputs[n].requires_grad]
+                grads = (
+                    torch.autograd.grad(
+                        (result * result).sum(), [outputs[n] for n in tracked], allow_unused=True
+                    )
+                    if tracked
+                    else ()
+                )
+            finally:
+                for handle in handles:
+                    handle.remove()
+        found = {
+            n: np.zeros(tuple(outputs[n].shape), np.float32) if g is None else bound.to_numpy(g)
+            for n, g in zip(tracked, grads, strict=True)
+        }
+        return [(n, tuple(int(s) for s in outputs[n].shape), found.get(n)) for n in names]
 
     def weighted_layers(self, model: Any) -> list[str]:
         """Paths of the modules that own parameters, in forward order.

@@ -77,7 +77,8 @@ class L2CAFExplainer(BaseExplainer):
     layer : str or None, default=None
         The layer whose output is filtered: a dotted module path (``"layer4"``,
         ``"features.28"``). ``None`` filters the input itself, for pre-extracted
-        feature maps.
+        feature maps. ``"auto"`` finds the last spatial feature map the output depends on (see
+        :ref:`auto-layer`); ``layer_`` says which.
     objective : {"class-oblivious", "class-specific"}, default="class-oblivious"
         Eq. 1 (one map per image, for classification or retrieval) or Eq. 2 (one map
         per explained class; logits only).
@@ -197,6 +198,8 @@ class L2CAFExplainer(BaseExplainer):
 
     Attributes
     ----------
+    layer_ : str or None
+        The layer explained: ``layer``, or the one ``layer="auto"`` found.
     backend_ : Backend
         The backend that runs the model.
     bound_ : BoundModel
@@ -451,7 +454,7 @@ class L2CAFExplainer(BaseExplainer):
         if self.solver == "exact" and not affine:
             raise ValueError(
                 f"solver='exact' needs a head that is affine in the filter (global average "
-                f"pooling then linear layers) after layer={self.layer!r}; this one is not "
+                f"pooling then linear layers) after layer={self.layer_!r}; this one is not "
                 f"(relative residual {residual.max():.2g}). Use solver='adam' or 'auto'."
             )
         self.solver_ = "exact" if affine else "adam-lbfgs"
@@ -671,7 +674,7 @@ class L2CAFExplainer(BaseExplainer):
         still[rows[todo]] = True
         if self.verbose:
             print(
-                f"L2-CAF at layer={self.layer!r}: {rows.size} dead start(s), "
+                f"L2-CAF at layer={self.layer_!r}: {rows.size} dead start(s), "
                 f"{rows.size - todo.size} restarted on their strongest cells"
             )
         return f0, still
@@ -732,7 +735,7 @@ class L2CAFExplainer(BaseExplainer):
         )
         what = "constant map(s)" if stuck is None else "constant or unmoved map(s)"
         warnings.warn(
-            f"L2-CAF at layer={self.layer!r} returned {constant} {what} of "
+            f"L2-CAF at layer={self.layer_!r} returned {constant} {what} of "
             f"{len(filters)}: {why}. These maps say nothing about the image. Try a later "
             f"layer (e.g. the last feature map, after its activation), another start "
             f"(init='normal' with a random_state, or an init array), or "
