@@ -31,9 +31,10 @@ N_CLASSES = 1000
 #: Method slugs: the ``method`` column of ``results.csv`` and part of the file names.
 METHOD_SLUGS = ("l2caf-class-oblivious", "l2caf-class-specific", "gradcam")
 
-#: Columns of ``results.csv``, in order. ``solver`` is ``exact`` (closed form, so
-#: ``n_iter`` is 0), ``adam`` or ``adam-lbfgs`` (a layer whose head is not affine) for
-#: L2-CAF rows, empty for Grad-CAM (no iterations).
+#: Columns of ``results.csv``, in order. ``solver`` is the solver the row's map came from
+#: (``Explanation.solvers``): ``exact`` (closed form, so ``n_iter`` is 0), ``adam`` (also
+#: where a closed-form filter failed its check) or ``adam-lbfgs`` (a layer whose head is
+#: not affine) for L2-CAF rows, empty for Grad-CAM (no iterations).
 RESULT_COLUMNS = (
     "image",
     "method",
