@@ -129,7 +129,13 @@ class L2CAFExplainer(BaseExplainer):
         ``"adam-lbfgs"``, both together).
     tol : float, default=1e-5
         Convergence. Adam: stop a filter when its loss changed by less than
-        ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50).
+        ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50);
+        where the loss at the start, ``L0``, is below 1, by less than
+        ``tol * max(|L0|, |loss|)``: the same test in units of the start, so that a loss
+        of 1e-10 throughout (a network with tiny outputs) does not pass it at once,
+        wherever the filter is. Where every component of a filter's gradient at the start
+        is below Adam's ``eps`` (1e-8), ``eps`` shrinks below the gradient (else it would
+        outweigh it and Adam would crawl); elsewhere the update is exactly the authors'.
         L-BFGS (also the second phase of ``"adam-lbfgs"``): stop when a step turns the
         filter (and so moves the map) by less than ``sqrt(tol)`` radians; near a
         minimum the loss then changes by about ``tol``.
