@@ -52,8 +52,11 @@ class Explanation:
         ``"adam"``, ``"lbfgs"`` or ``"adam-lbfgs"``. It can differ from the fitted
         ``solver_`` (the solver chosen at fit): a closed-form filter that fails its check
         at the solution is optimized with ``"adam"``, and so is every filter of a
-        ``constraint`` other than ``"l2"``. For clips, ``(n, k, T)``. None for the
-        explainers that do not optimize.
+        ``constraint`` other than ``"l2"``. A filter restarted from a dead start is named
+        after the solver that ran from the restart; one that no restart revived, after
+        the solver that could not move it (a :class:`~sklearn_caf.DeadFilterWarning`
+        reports it). For clips, ``(n, k, T)``. None for the explainers that do not
+        optimize.
     params : ndarray of shape (n, k, n_spatial_axes) or None
         The optimized parameters where they are not the map itself: the means of
         L2-CAF's Gaussians (``constraint="gaussian"``), float32, in cell coordinates of
