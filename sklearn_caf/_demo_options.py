@@ -33,9 +33,10 @@ METHOD_SLUGS = ("l2caf-class-oblivious", "l2caf-class-specific", "gradcam")
 
 #: Columns of ``results.csv``, in order. ``x0, y0, x1, y1`` is the box in the photo's own
 #: pixels (pixel edges, 2 decimals), ``model_x0 ... model_y1`` the same box in the 224 x 224
-#: frame the network sees (and the overlays show). ``solver`` is ``exact`` (closed form, so
-#: ``n_iter`` is 0), ``adam`` or ``adam-lbfgs`` (a layer whose head is not affine) for
-#: L2-CAF rows, empty for Grad-CAM (no iterations).
+#: frame the network sees (and the overlays show). ``solver`` is the solver the row's map
+#: came from (``Explanation.solvers``): ``exact`` (closed form, so ``n_iter`` is 0), ``adam``
+#: (also where a closed-form filter failed its check) or ``adam-lbfgs`` (a layer whose head
+#: is not affine) for L2-CAF rows, empty for Grad-CAM (no iterations).
 RESULT_COLUMNS = (
     "image",
     "method",

@@ -809,7 +809,9 @@ def test_adam_without_fori_loop_matches_the_backend_loop():
     from sklearn_caf_torch import TorchBackend
 
     model, layer, X, _ = _factory()
-    common = dict(layer=layer, solver="adam", max_iter=57, check_every=7, tol=1e-4)
+    # tol=3e-3: these losses start at 1e-4 to 4e-4, and the convergence test is relative to
+    # the start below 1; rows stop at 22, 29 and 36 iterations.
+    common = dict(layer=layer, solver="adam", max_iter=57, check_every=7, tol=3e-3)
     with_loop = L2CAFExplainer(model=model, backend=TorchBackend(), **common).fit(X).explain(X)
     without = L2CAFExplainer(model=model, backend=_mutant(fori_loop=None)(), **common)
     without = without.fit(X).explain(X)

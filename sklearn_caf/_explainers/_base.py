@@ -48,6 +48,16 @@ class Explanation:
     n_iter : ndarray of shape (n, k) or None
         Optimization iterations per map (L2-CAF; 0 where solved in closed form); for
         clips, ``(n, k, T)``.
+    solvers : ndarray of shape (n, k) or None
+        The solver each map actually came from (L2-CAF), as strings: ``"exact"``,
+        ``"adam"``, ``"lbfgs"`` or ``"adam-lbfgs"``. It can differ from the fitted
+        ``solver_`` (the solver chosen at fit): a closed-form filter that fails its check
+        at the solution is optimized with ``"adam"``, and so is every filter of a
+        ``constraint`` other than ``"l2"``. A filter restarted from a dead start is named
+        after the solver that ran from the restart; one that no restart revived, after
+        the solver that could not move it (a :class:`~sklearn_caf.DeadFilterWarning`
+        reports it). For clips, ``(n, k, T)``. None for the explainers that do not
+        optimize.
     params : ndarray of shape (n, k, n_spatial_axes) or None
         The optimized parameters where they are not the map itself: the means of
         L2-CAF's Gaussians (``constraint="gaussian"``), float32, in cell coordinates of
@@ -62,13 +72,16 @@ class Explanation:
     outputs: np.ndarray
     n_iter: np.ndarray | None = None
     params: np.ndarray | None = None
+    solvers: np.ndarray | None = None
 
 
 class BaseExplainer(ModelEstimator):
     """Base class of the explainers: images in, heatmaps out.
 
-    Subclasses implement ``_explain_batch``; everything else (backend choice, splitting
-    the model, batching, targets, resizing) is here.
+    Subclasses implement ``_explain_batch``, which returns ``(maps, n_iter)`` or
+    ``(maps, n_iter, extras)``, ``extras`` a dict of optional per-map arrays (``"params"``,
+    ``"solvers"``: the :class:`Explanation` fields of the same names); everything else
+    (backend choice, splitting the model, batching, targets, resizing) is here.
     """
 
     _parameter_constraints: dict = {
@@ -277,9 +290,11 @@ class BaseExplainer(ModelEstimator):
                     t = np.argsort(-out_np, axis=1, kind="stable")[:, : self.top_k]
                 else:
                     t = None
-                # An optional third result: per-map parameters (L2-CAF's Gaussian means).
-                maps, n_iter, *params = self._explain_batch(bound, x, a, context, out, t, rng)
-                parts.append((maps, t, out_np, n_iter, params[0] if params else None))
+                # An optional third result: a dict of per-map extras, "params" (L2-CAF's
+                # Gaussian means) and "solvers" (the solver each map came from).
+                maps, n_iter, *extra = self._explain_batch(bound, x, a, context, out, t, rng)
+                extra = extra[0] if extra else {}
+                parts.append((maps, t, out_np, n_iter, extra.get("params"), extra.get("solvers")))
                 if self.verbose:
                     print(f"[{type(self).__name__}] explained {stop}/{X.shape[0]} images")
         maps = np.concatenate([p[0] for p in parts])
@@ -297,6 +312,7 @@ class BaseExplainer(ModelEstimator):
             outputs=np.concatenate([p[2] for p in parts]).astype(np.float32),
             n_iter=None if parts[0][3] is None else np.concatenate([p[3] for p in parts]),
             params=None if parts[0][4] is None else np.concatenate([p[4] for p in parts]),
+            solvers=None if parts[0][5] is None else np.concatenate([p[5] for p in parts]),
         )
 
     def _signed_maps(self) -> bool:

@@ -168,6 +168,8 @@ def test_linear_fusion_matches_the_closed_form(objective, solver):
         e = ex.fit(X).explain(X, targets)
     assert ex.solver_ == solver
     assert e.maps.shape == (2, 1, T, H, H)
+    assert e.solvers.shape == e.n_iter.shape == (2, 1, T)
+    assert (e.solvers == solver).all()
     atol = 1e-5 if solver == "exact" else 2e-3
     np.testing.assert_allclose(e.maps[:, 0], expected, atol=atol)
     if solver == "exact":

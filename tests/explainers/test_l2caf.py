@@ -558,6 +558,49 @@ def test_convergence_warning_points_at_the_callers_line(kit):
         assert record[0].filename == __file__, (method.__name__, record[0].filename)
 
 
+@pytest.mark.parametrize("scale", [1e-5, 1.0])
+def test_adam_reaches_the_exact_objective_when_the_loss_is_tiny(scale, kit):
+    # A linear head with weights and bias of 1e-5: the class-oblivious loss is 1e-11 to
+    # 1e-10 everywhere. The loss changed by less than 1e-5 between iterations 1 and 51,
+    # so Adam stopped there, and its eps (1e-8) outweighed gradients of 1e-10: 1000
+    # iterations did not reach the optimum either (up to 7x its loss). Measured against
+    # the loss's start and with eps below the gradients, it stops where it does on the
+    # same problem at scale 1 (the authors' rule, unchanged), at the exact objective.
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    W, b = scale * rng.standard_normal((6, 4)), scale * rng.standard_normal(6)
+    model = linear_head(W, b)
+    M = np.einsum("dc,ncp->ndp", W, A.reshape(4, 4, -1).astype(np.float64)) / 9
+    exact = L2CAF(kit, model=model, layer="features").fit(A)
+    assert exact.solver_ == "exact"
+    best = oblivious_loss(M, exact.explain(A).maps) / 6  # Eq. 1 is a mean over outputs
+    size = (scale / 1e-5) ** 2
+    assert (best < 1e-10 * size).all() and (best > 1e-13 * size).all()
+    adam = L2CAF(kit, model=model, layer="features", solver="adam").fit(A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        e = adam.explain(A)
+    assert (e.n_iter > 51).all() and (e.n_iter < adam.max_iter).all()
+    assert_allclose(oblivious_loss(M, e.maps) / 6, best, rtol=1e-5)
+
+
+def test_the_stopping_test_is_the_papers_where_the_loss_starts_at_1_or_more():
+    from sklearn_caf._explainers.l2caf._adam import _changed_little, eps_scale
+
+    previous = np.array([0.5, 0.5, 2e-10, 2e-10, 3000.0])
+    loss = previous - np.array([9e-6, 2e-5, 1e-15, 1e-14, 0.02])
+    # Started at 1 or more: |change| <= 1e-5 * max(1, |L|), the paper's rule made relative
+    # above 1 (as before). Started at 1e-9: the same rule in units of the start.
+    start = np.array([2.0, 2.0, 1e-9, 1e-9, 5000.0])
+    assert_array_equal(
+        _changed_little(loss, previous, 1e-5, start), [True, False, True, False, True]
+    )
+    assert_array_equal(_changed_little(loss, previous, 1e-5)[2:4], [True, True])  # before
+    # Adam's eps (1e-8) is scaled only where every gradient component is below it.
+    grads = np.array([[3e-5, 1e-9], [1e-8, 0.0], [5e-9, 0.0], [1e-10, -2e-10], [0.0, 0.0]])
+    assert_allclose(eps_scale(grads, 1e-8), [1.0, 1.0, 0.25, 4e-4, 1.0])
+
+
 def test_more_iterations_lower_the_loss(kit):
     X = images(3, 8, seed=16)
     model = mlp_head_cnn()

@@ -86,6 +86,8 @@ def test_a_dead_start_is_restarted_on_the_strongest_cells(objective, solver, kit
         e = make_explainer(kit, L2CAFExplainer, **params).fit(X).explain(X)
     maps = np.abs(e.maps[:, 0]).reshape(len(X), -1)
     assert (maps.max(1) - maps.min(1) > 0.1 * maps.max(1)).all()
+    # A restarted filter comes from the solver that ran from the restart.
+    assert (e.solvers == ("adam" if solver == "adam" else "adam-lbfgs")).all()
     if objective == "class-oblivious":
         loss = oblivious_loss(net, X, e.maps[:, 0]).detach().numpy()
         uniform = oblivious_loss(net, X, np.ones((len(X), 8, 8))).detach().numpy()

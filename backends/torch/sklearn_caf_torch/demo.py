@@ -87,7 +87,7 @@ def _concat(parts: list) -> dict[str, np.ndarray | None]:
         values = [getattr(p, name) for p in parts]
         return None if values[0] is None else np.concatenate(values)
 
-    return {name: cat(name) for name in ("heatmaps", "targets", "outputs", "n_iter")}
+    return {name: cat(name) for name in ("heatmaps", "targets", "outputs", "n_iter", "solvers")}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -230,6 +230,7 @@ def _run(args: argparse.Namespace) -> int:
         for method in methods:
             res = results[method.slug]
             heatmaps, targets, n_iter = res["heatmaps"], res["targets"], res["n_iter"]
+            solvers = res["solvers"]
             n, k = heatmaps.shape[:2]
             boxes = HeatmapBoxes(threshold=BOX_THRESHOLD).fit_transform(heatmaps)
             boxes = boxes.reshape(n, k, 5)
@@ -251,12 +252,8 @@ def _run(args: argparse.Namespace) -> int:
                     _save_png(image_grid([overlay], ncols=1, captions=[caption], pad=0), path)
                     written.append(path)
                     solver = ""  # Grad-CAM does not iterate: empty cells, not a misleading 0
-                    if n_iter is not None:
-                        iters = int(n_iter[i, rank])
-                        fitted = method.estimator.solver_
-                        exact = fitted == "exact" and iters == 0
-                        # Rows the exact solver could not take went to Adam.
-                        solver = "exact" if exact else "adam" if fitted == "exact" else fitted
+                    if solvers is not None:  # the solver this map came from
+                        solver = str(solvers[i, rank])
                     rows.append(
                         {
                             "image": name,

@@ -59,12 +59,16 @@ class AdamSchedule:
 
 
 class AdamStep:
-    """One Adam iteration on every row: ``(x, m1, m2, sizes, *args) -> (loss, x, m1, m2)``.
+    """One Adam iteration on every row:
+    ``(x, m1, m2, sizes, eps_scale, *args) -> (loss, x, m1, m2)``.
 
     ``loss`` is the per-row loss at the parameters before the update. ``sizes`` holds the
     iteration's bias-corrected learning rate ``lr_t sqrt(1 - b2^t) / (1 - b1^t)`` and its
     ``eps sqrt(1 - b2^t)``: the update is then exactly ``torch.optim.Adam``'s,
     ``lr_t / (1 - b1^t) * m1 / (sqrt(m2 / (1 - b2^t)) + eps)`` (the authors' PyTorch code).
+    ``eps_scale`` (one factor per row, shaped to broadcast against ``x``) multiplies
+    ``eps``: 1 except for rows whose gradients are all far below ``eps`` (see
+    :func:`eps_scale`).
     The math is written once here, against the bound model's tensor ops; a backend
     compiles the whole step through ``bound.compile`` (one trace serves every batch and
     subset of rows).
@@ -74,18 +78,18 @@ class AdamStep:
         self.bound, self.loss_fn = bound, loss_fn
         self.beta1, self.beta2, self.eps = schedule.beta1, schedule.beta2, schedule.eps
 
-    def __call__(self, x: Any, m1: Any, m2: Any, sizes: Any, *args: Any) -> tuple:
+    def __call__(self, x: Any, m1: Any, m2: Any, sizes: Any, eps_scale: Any, *args: Any) -> tuple:
         bound, b1, b2 = self.bound, self.beta1, self.beta2
         loss, grad = bound.value_and_grad(lambda p: self.loss_fn(p, *args), x)
         m1 = m1 * b1 + grad * (1 - b1)
         m2 = m2 * b2 + (grad * grad) * (1 - b2)
-        x = x - (m1 / (bound.sqrt(m2) + sizes[1])) * sizes[0]
+        x = x - (m1 / (bound.sqrt(m2) + sizes[1] * eps_scale)) * sizes[0]
         return loss, x, m1, m2
 
 
 class AdamSteps:
     """Adam iterations on every row, run in one call:
-    ``(x, m1, m2, step_sizes, n, *args) -> (loss, x, m1, m2)``.
+    ``(x, m1, m2, step_sizes, n, eps_scale, *args) -> (loss, x, m1, m2)``.
 
     ``step_sizes`` is an (n, 2) tensor of the :class:`AdamStep` ``sizes`` of the ``n``
     iterations (``n`` its length, a Python int the backend may turn into a tensor); ``loss``
@@ -98,12 +102,14 @@ class AdamSteps:
     def __init__(self, bound: Any, loss_fn: Callable[..., Any], schedule: AdamSchedule):
         self.bound, self.step = bound, AdamStep(bound, loss_fn, schedule)
 
-    def __call__(self, x: Any, m1: Any, m2: Any, step_sizes: Any, n: Any, *args: Any) -> tuple:
+    def __call__(
+        self, x: Any, m1: Any, m2: Any, step_sizes: Any, n: Any, eps_scale: Any, *args: Any
+    ) -> tuple:
         bound, step = self.bound, self.step
 
         def body(i: Any, carry: tuple) -> tuple:
             _, x, m1, m2 = carry
-            return step(x, m1, m2, step_sizes[i], *args)
+            return step(x, m1, m2, step_sizes[i], eps_scale, *args)
 
         # A loss of the right shape and dtype to start the carry (a loop's carry keeps
         # its structure); ``n >= 1`` always overwrites it.
@@ -141,6 +147,24 @@ def _map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), 1.0)
 
 
+def eps_scale(grad: np.ndarray, eps: float) -> np.ndarray:
+    """Per-row factors of Adam's ``eps`` from the rows' gradients ``g0`` at the start,
+    (m, ...) -> (m,): ``min(1, max|g0| / eps) ** 2``.
+
+    1, the authors' Adam exactly, wherever some component of the gradient reaches
+    ``eps`` (1e-8; torch's and the authors'), and for rows without any gradient (dead
+    starts: nothing to scale). Below that, ``eps`` would outweigh every gradient and Adam
+    would crawl, a gradient descent with step ``lr / eps`` (a loss of 1e-10 throughout,
+    from a network with tiny outputs): ``eps`` then shrinks with the square of the
+    gradient's size, to ``max|g0| ** 2 / eps``, below the gradient by the same ratio that
+    the gradient is below ``eps``. Adam is invariant to the loss's scale but for ``eps``,
+    so such a row follows nearly the steps it would on the same loss scaled up.
+    """
+    top = np.abs(grad.reshape(len(grad), -1).astype(np.float64)).max(axis=1)
+    scale = np.minimum(1.0, top / eps) ** 2
+    return np.where(top > 0, np.maximum(scale, 1e-20), 1.0)
+
+
 @dataclass
 class RowsResult:
     params: np.ndarray  # (m, ...) on the host
@@ -149,11 +173,22 @@ class RowsResult:
     converged: np.ndarray  # (m,) bool
 
 
-def _changed_little(loss: np.ndarray, previous: np.ndarray, tol: float) -> np.ndarray:
-    # The paper's test |L^l - L^{l-d}| < eps, made relative for losses far above 1 (a
-    # class-specific loss sums a thousand logits; an absolute 1e-5 is below float32's
-    # resolution there and would never be met).
-    return np.abs(loss - previous) <= tol * np.maximum(1.0, np.abs(previous))
+def _changed_little(
+    loss: np.ndarray, previous: np.ndarray, tol: float, start: np.ndarray | None = None
+) -> np.ndarray:
+    """The convergence test: ``|L_t - L_{t-d}| <= tol * max(min(1, |L_0|), |L_{t-d}|)``.
+
+    The paper's test ``|L^l - L^{l-d}| < eps`` wherever the loss is of order 1 or more at
+    the start (``L_0``, the loss of the initial filter, given as ``start``), made relative
+    for losses far above 1 (a class-specific loss sums a thousand logits; an absolute 1e-5
+    is below float32's resolution there and would never be met) and, where the loss starts
+    below 1, measured in units of that start: a problem whose loss is 1e-10 throughout
+    (tiny outputs) would otherwise pass the absolute test at its first check, wherever the
+    filter is. Where the loss starts at 1 or more the test is exactly the paper's (made
+    relative above 1); without ``start`` it is as if it did.
+    """
+    floor = 1.0 if start is None else np.minimum(1.0, np.abs(start))
+    return np.abs(loss - previous) <= tol * np.maximum(floor, np.abs(previous))
 
 
 def minimize_rows(
@@ -180,6 +215,12 @@ def minimize_rows(
     if step is None:
         step = compiled(bound, AdamSteps(bound, problem.loss_fn, schedule))
     m = int(x0.shape[0])
+    # The loss and gradient at the start: the convergence test's scale (_changed_little)
+    # and Adam's eps (eps_scale). One head evaluation.
+    loss0, grad0 = bound.value_and_grad(lambda p: problem.loss_fn(p, *problem.args), x0)
+    start_loss = bound.to_numpy(loss0).astype(np.float64)
+    scale = eps_scale(bound.to_numpy(grad0), schedule.eps)
+    eps_rows = bound.asarray(scale.reshape(m, *(1,) * (len(x0.shape) - 1)).astype(np.float32))
     out_params = np.empty((m, *tuple(x0.shape[1:])), dtype=np.float32)
     out_loss = np.full(m, np.nan)
     n_iter = np.full(m, schedule.max_iter)
@@ -208,7 +249,7 @@ def minimize_rows(
     earlier = None  # the rows' parameters at the previous settle check
     for t in points:
         sizes = bound.asarray(step_sizes[start:t])
-        loss, x, m1, m2 = step(x, m1, m2, sizes, t - start, *problem.args)
+        loss, x, m1, m2 = step(x, m1, m2, sizes, t - start, eps_rows, *problem.args)
         start = t
         last = t == points[-1]
         done = np.zeros(rows.size, dtype=bool)
@@ -216,7 +257,7 @@ def minimize_rows(
         if t in tests:
             current = bound.to_numpy(loss).astype(np.float64)
             if previous is not None:
-                done = _changed_little(current, previous, schedule.tol)
+                done = _changed_little(current, previous, schedule.tol, start_loss)
             converged[rows[done]] = True
             out_loss[rows] = current
             previous = current
@@ -240,7 +281,8 @@ def minimize_rows(
                 break
             rows = rows[keep]
             previous = None if previous is None else previous[keep]
+            start_loss = start_loss[keep]
             earlier = None if earlier is None else earlier[keep]
-            x, m1, m2 = (bound.take(v, keep) for v in (x, m1, m2))
+            x, m1, m2, eps_rows = (bound.take(v, keep) for v in (x, m1, m2, eps_rows))
             problem = problem.take(keep)
     return RowsResult(out_params, out_loss, n_iter, converged)

@@ -38,6 +38,9 @@ _WARM_ITER = {"class-oblivious": 150, "class-specific": 100}
 _WARM_FIRST_ANGLE = 0.05
 _WARM_MAX_ANGLE = 0.2
 
+# Explanation.solvers: one of these names per filter.
+_SOLVER_DTYPE = np.dtype(f"<U{max(map(len, ('exact', 'adam', 'lbfgs', 'adam-lbfgs')))}")
+
 # Head evaluations per call while probing a head (elements of the filtered feature maps).
 _PROBE_BUDGET = 2**24
 
@@ -127,7 +130,13 @@ class L2CAFExplainer(BaseExplainer):
         ``"adam-lbfgs"``, both together).
     tol : float, default=1e-5
         Convergence. Adam: stop a filter when its loss changed by less than
-        ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50).
+        ``tol * max(1, |loss|)`` over ``check_every`` iterations (paper: 1e-5, d = 50);
+        where the loss at the start, ``L0``, is below 1, by less than
+        ``tol * max(|L0|, |loss|)``: the same test in units of the start, so that a loss
+        of 1e-10 throughout (a network with tiny outputs) does not pass it at once,
+        wherever the filter is. Where every component of a filter's gradient at the start
+        is below Adam's ``eps`` (1e-8), ``eps`` shrinks below the gradient (else it would
+        outweigh it and Adam would crawl); elsewhere the update is exactly the authors'.
         L-BFGS (also the second phase of ``"adam-lbfgs"``): stop when a step turns the
         filter (and so moves the map) by less than ``sqrt(tol)`` radians; near a
         minimum the loss then changes by about ``tol``.
@@ -213,7 +222,14 @@ class L2CAFExplainer(BaseExplainer):
     filter_shape_ : tuple
         Spatial shape of the filter (the layer's feature maps without channels).
     solver_ : {"exact", "adam-lbfgs", "lbfgs", "adam"}
-        The solver used for this model and layer.
+        The solver chosen at fit for this model and layer (``solver``, or what
+        ``"auto"`` picked): the one tried first on every filter, not necessarily the one
+        every filter came from. :attr:`Explanation.solvers <sklearn_caf.Explanation>`
+        names, filter by filter, the solver that produced it: with ``"exact"``, a filter
+        that fails the affine check at its image's probes or at its solution is optimized
+        with ``"adam"``; ``"adam-lbfgs"`` with ``max_iter`` at or below its Adam
+        iterations (150 class-oblivious, 100 class-specific) is ``"adam"`` alone; a
+        ``constraint`` other than ``"l2"`` set after fit is solved with ``"adam"``.
     split_ : str or None
         How the backend split the model at ``layer``: PyTorch ``"fx"``, ``"export"`` or
         ``"hooks"`` (see the Backends page), Keras ``"graph"`` or ``"intercept"``;
@@ -545,14 +561,29 @@ class L2CAFExplainer(BaseExplainer):
         means = np.empty((rows.size, len(spatial)), dtype=np.float32) if gaussian else None
         stuck = np.zeros(rows.size, dtype=bool)  # rows whose start no restart revived
         n_iter = np.zeros(rows.size, dtype=np.int64)
+        # The solver each filter comes from: what Explanation.solvers reports.
+        solvers = np.empty(rows.size, dtype=_SOLVER_DTYPE)
         todo = np.arange(rows.size)
         dead = np.zeros(0, dtype=bool)
         solver = self._solver_for_constraint()
         if solver == "exact":
             solved, filters_exact = self._solve_exact(bound, a, context, out, rows, targets)
             filters[solved] = filters_exact[solved]
+            solvers[solved] = "exact"
             todo = np.flatnonzero(~solved)
+            # The rows the closed form could not take: the authors' Adam (below).
+            solver = "adam"
+            if todo.size and self.verbose:
+                print(
+                    f"L2-CAF at layer={self.layer!r}: {todo.size} of {rows.size} filter(s) "
+                    f"failed the affine check of the closed form, optimized with Adam"
+                )
+        if solver == "adam-lbfgs" and self.max_iter <= _WARM_ITER[self.objective]:
+            # No evaluation left for L-BFGS after the warm start: the authors' Adam alone,
+            # with its stopping test (as minimize_rows_adam_lbfgs would run it).
+            solver = "adam"
         if todo.size:
+            solvers[todo] = solver
             sel = rows[todo]
             if self.objective == "class-oblivious":
                 target = bound.take(out, sel)
@@ -593,7 +624,7 @@ class L2CAFExplainer(BaseExplainer):
                     vg,
                     settle=MapSettle(),
                 )
-            else:  # "adam", and the rows where the exact solver's check failed
+            else:  # "adam", and the rows where the closed form's check failed
                 _, step = self._solver_parts(bound, vanilla, spatial)
                 f0 = bound.asarray(f0_np)
                 result = minimize_rows(bound, problem, f0, self._schedule(), step=step)
@@ -623,15 +654,18 @@ class L2CAFExplainer(BaseExplainer):
             shape = (n_clips, frames.n_frames, k)
             filters = np.swapaxes(filters.reshape(*shape, *spatial), 1, 2)
             n_iter = np.swapaxes(n_iter.reshape(shape), 1, 2)
+            solvers = np.swapaxes(solvers.reshape(shape), 1, 2)
             if gaussian:
                 means = np.swapaxes(means.reshape(*shape, -1), 1, 2)
         else:
             filters, n_iter = filters.reshape(n, k, *spatial), n_iter.reshape(n, k)
+            solvers = solvers.reshape(n, k)
             if gaussian:
                 means = means.reshape(n, k, -1)
+        extras = {"solvers": solvers}
         if gaussian:
-            return filters, n_iter, means
-        return filters, n_iter
+            extras["params"] = means
+        return filters, n_iter, extras
 
     def _live_start(self, bound: Any, problem: _FilterProblem, f0: np.ndarray, a: Any):
         """Initial filters whose loss has a gradient, and which rows have none at all.
