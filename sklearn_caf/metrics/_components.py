@@ -376,7 +376,124 @@ def _bucket_order(keys, n_levels, descending, order, starts):
 
 
 @njit(cache=True, nogil=True)
-def wsol_iou_curves(maps, boxes, v1, v2):
+def _wsol_v2(u8, keys, gt, height, width, order, starts, parent, rec, n8, n4, table, log2):
+    """Sweeps A and B of :func:`wsol_iou_curves`: every contour's box into ``table``."""
+    n_levels = _WSOL_LEVELS
+    stride = width + 2
+    size = parent.shape[0]
+    table[:] = 0.0
+    # A. Outer contours: fg at level k is u8 > k; pixel of value u joins at level u - 1.
+    _bucket_order(keys, n_levels, True, order, starts)
+    parent[:] = -1
+    for slot in range(n_levels - 1):  # values 255 .. 1
+        level = n_levels - 2 - slot
+        for i in range(starts[slot], starts[slot + 1]):
+            p = order[i]
+            row = p // width
+            col = p - row * width
+            pixel = p + 2 * row + stride + 1
+            root = -1
+            for offset in n8:
+                q = pixel + offset
+                if parent[q] < 0:
+                    continue
+                other = _find(parent, q)
+                if other == root:
+                    continue
+                r = rec[other]
+                if r[4] > level:
+                    iou = _wsol_box_iou(r[0], r[1], r[2], r[3], 0, height, width, gt)
+                    _range_max(table, log2, level + 1, r[4], iou)
+                r[4] = level
+                if root < 0:
+                    root = other
+                else:
+                    a = rec[root]
+                    parent[other] = root
+                    a[0] = min(a[0], r[0])
+                    a[1] = max(a[1], r[1])
+                    a[2] = min(a[2], r[2])
+                    a[3] = max(a[3], r[3])
+            if root < 0:
+                root = pixel
+                rec[root, 4] = level
+                rec[root, 0] = row
+                rec[root, 1] = row
+                rec[root, 2] = col
+                rec[root, 3] = col
+            parent[pixel] = root
+            a = rec[root]
+            a[0] = min(a[0], row)
+            a[1] = max(a[1], row)
+            a[2] = min(a[2], col)
+            a[3] = max(a[3], col)
+    for pixel in range(size):
+        if parent[pixel] == pixel:
+            r = rec[pixel]
+            iou = _wsol_box_iou(r[0], r[1], r[2], r[3], 0, height, width, gt)
+            _range_max(table, log2, 0, r[4], iou)
+
+    # B. Holes: bg at level k is u8 <= k; pixel of value u joins at level u. The padding
+    # is the outside component (root 0, never a hole).
+    _bucket_order(keys, n_levels, False, order, starts)
+    parent[:] = -1
+    for row in range(height + 2):
+        parent[row * stride] = 0
+        parent[row * stride + width + 1] = 0
+    for col in range(stride):
+        parent[col] = 0
+        parent[(height + 1) * stride + col] = 0
+    for level in range(n_levels):
+        for i in range(starts[level], starts[level + 1]):
+            p = order[i]
+            row = p // width
+            col = p - row * width
+            pixel = p + 2 * row + stride + 1
+            root = -1
+            for offset in n4:
+                q = pixel + offset
+                if parent[q] < 0:
+                    continue
+                other = _find(parent, q)
+                if other == root:
+                    continue
+                if other != 0:
+                    r = rec[other]
+                    if r[4] < level:
+                        iou = _wsol_box_iou(r[0], r[1], r[2], r[3], 1, height, width, gt)
+                        _range_max(table, log2, r[4], level - 1, iou)
+                    r[4] = level
+                if root < 0:
+                    root = other
+                elif root == 0 or other == 0:
+                    parent[other if root == 0 else root] = 0
+                    root = 0
+                else:
+                    a = rec[root]
+                    r = rec[other]
+                    parent[other] = root
+                    a[0] = min(a[0], r[0])
+                    a[1] = max(a[1], r[1])
+                    a[2] = min(a[2], r[2])
+                    a[3] = max(a[3], r[3])
+            if root < 0:
+                root = pixel
+                rec[root, 4] = level
+                rec[root, 0] = row
+                rec[root, 1] = row
+                rec[root, 2] = col
+                rec[root, 3] = col
+            parent[pixel] = root
+            if root != 0:
+                a = rec[root]
+                a[0] = min(a[0], row)
+                a[1] = max(a[1], row)
+                a[2] = min(a[2], col)
+                a[3] = max(a[3], col)
+
+
+@njit(cache=True, nogil=True)
+def wsol_iou_curves(maps, boxes, want_v1, want_v2, v1, v2):
     """IoU curves of wsolevaluation's BoxEvaluator at every uint8 level, v1 and v2.
 
     Parameters
@@ -385,6 +502,9 @@ def wsol_iou_curves(maps, boxes, v1, v2):
         ``(normalized map * 255).astype(uint8)``.
     boxes : float64 array of shape (n, m, 4)
         Inclusive ground truth ``[x0, y0, x1, y1]`` (padding: boxes of IoU 0).
+    want_v1, want_v2 : bool
+        Which curves to compute (sweep C for v1, sweeps A and B for v2); the other one is
+        left as the empty mask's IoU.
     v1, v2 : float64 arrays of shape (n, 256)
         Output: at level ``k`` (mask ``u8 > k``), the IoU of the largest contour's box and the
         best IoU over every contour's box; an empty mask scores the box ``[0, 0, 0, 0]``.
@@ -432,117 +552,11 @@ def wsol_iou_curves(maps, boxes, v1, v2):
             v2[image, k] = empty_iou if k >= top else 0.0
         if top == 0:
             continue
-        table[:] = 0.0
-
-        # A. Outer contours: fg at level k is u8 > k; pixel of value u joins at level u - 1.
-        _bucket_order(keys, n_levels, True, order, starts)
-        parent[:] = -1
-        for slot in range(n_levels - 1):  # values 255 .. 1
-            level = n_levels - 2 - slot
-            for i in range(starts[slot], starts[slot + 1]):
-                p = order[i]
-                row = p // width
-                col = p - row * width
-                pixel = p + 2 * row + stride + 1
-                root = -1
-                for offset in n8:
-                    q = pixel + offset
-                    if parent[q] < 0:
-                        continue
-                    other = _find(parent, q)
-                    if other == root:
-                        continue
-                    r = rec[other]
-                    if r[4] > level:
-                        iou = _wsol_box_iou(r[0], r[1], r[2], r[3], 0, height, width, gt)
-                        _range_max(table, log2, level + 1, r[4], iou)
-                    r[4] = level
-                    if root < 0:
-                        root = other
-                    else:
-                        a = rec[root]
-                        parent[other] = root
-                        a[0] = min(a[0], r[0])
-                        a[1] = max(a[1], r[1])
-                        a[2] = min(a[2], r[2])
-                        a[3] = max(a[3], r[3])
-                if root < 0:
-                    root = pixel
-                    rec[root, 4] = level
-                    rec[root, 0] = row
-                    rec[root, 1] = row
-                    rec[root, 2] = col
-                    rec[root, 3] = col
-                parent[pixel] = root
-                a = rec[root]
-                a[0] = min(a[0], row)
-                a[1] = max(a[1], row)
-                a[2] = min(a[2], col)
-                a[3] = max(a[3], col)
-        for pixel in range(size):
-            if parent[pixel] == pixel:
-                r = rec[pixel]
-                iou = _wsol_box_iou(r[0], r[1], r[2], r[3], 0, height, width, gt)
-                _range_max(table, log2, 0, r[4], iou)
-
-        # B. Holes: bg at level k is u8 <= k; pixel of value u joins at level u. The padding
-        # is the outside component (root 0, never a hole).
-        _bucket_order(keys, n_levels, False, order, starts)
-        parent[:] = -1
-        for row in range(height + 2):
-            parent[row * stride] = 0
-            parent[row * stride + width + 1] = 0
-        for col in range(stride):
-            parent[col] = 0
-            parent[(height + 1) * stride + col] = 0
-        for level in range(n_levels):
-            for i in range(starts[level], starts[level + 1]):
-                p = order[i]
-                row = p // width
-                col = p - row * width
-                pixel = p + 2 * row + stride + 1
-                root = -1
-                for offset in n4:
-                    q = pixel + offset
-                    if parent[q] < 0:
-                        continue
-                    other = _find(parent, q)
-                    if other == root:
-                        continue
-                    if other != 0:
-                        r = rec[other]
-                        if r[4] < level:
-                            iou = _wsol_box_iou(r[0], r[1], r[2], r[3], 1, height, width, gt)
-                            _range_max(table, log2, r[4], level - 1, iou)
-                        r[4] = level
-                    if root < 0:
-                        root = other
-                    elif root == 0 or other == 0:
-                        parent[other if root == 0 else root] = 0
-                        root = 0
-                    else:
-                        a = rec[root]
-                        r = rec[other]
-                        parent[other] = root
-                        a[0] = min(a[0], r[0])
-                        a[1] = max(a[1], r[1])
-                        a[2] = min(a[2], r[2])
-                        a[3] = max(a[3], r[3])
-                if root < 0:
-                    root = pixel
-                    rec[root, 4] = level
-                    rec[root, 0] = row
-                    rec[root, 1] = row
-                    rec[root, 2] = col
-                    rec[root, 3] = col
-                parent[pixel] = root
-                if root != 0:
-                    a = rec[root]
-                    a[0] = min(a[0], row)
-                    a[1] = max(a[1], row)
-                    a[2] = min(a[2], col)
-                    a[3] = max(a[3], col)
-        _close_table(table, log2, n_rows, n_levels, v2[image])
+        if want_v2:
+            _wsol_v2(u8, keys, gt, height, width, order, starts, parent, rec, n8, n4, table, log2)
+            _close_table(table, log2, n_rows, n_levels, v2[image])
+        if not want_v1:
+            continue
 
         # C. Exit levels by a priority flood from the border (4-connected, minimax of u8).
         head[:] = -1

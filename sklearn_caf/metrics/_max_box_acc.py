@@ -113,7 +113,7 @@ def _wsol_kernel():
     return wsol_iou_curves
 
 
-def _wsol_curve_pair(maps, boxes, thresholds):
+def _wsol_curve_pair(maps, boxes, thresholds, want_v1=True, want_v2=True):
     """IoU curves v1 and v2 of wsolevaluation's ``BoxEvaluator``, (n, T) each.
 
     The map is min-max normalized in float64 and cast to uint8 as the reference does; a
@@ -126,21 +126,24 @@ def _wsol_curve_pair(maps, boxes, thresholds):
     inclusive[..., 2:] -= 1.0  # zero-padding becomes [0, 0, -1, -1]: IoU 0
     v1 = np.zeros((len(maps), 256))
     v2 = np.zeros((len(maps), 256))
-    kernel(np.ascontiguousarray(u8), np.ascontiguousarray(inclusive), v1, v2)
+    kernel(np.ascontiguousarray(u8), np.ascontiguousarray(inclusive), want_v1, want_v2, v1, v2)
     # The reference's threshold: int(t * max(u8)); max(u8) is 255 unless the map is constant,
     # where every level keeps nothing anyway.
     levels = np.minimum((thresholds * 255).astype(np.int64), 255)
     return v1[:, levels], v2[:, levels]
 
 
-def _iou_curve_pair(maps, boxes, thresholds, multi_contour=True, protocol="sklearn-caf"):
+def _iou_curve_pair(
+    maps, boxes, thresholds, multi_contour=True, protocol="sklearn-caf", need_v1=True
+):
     """IoU curves v1 (largest component) and v2 (best component), (n, T) each, in one sweep.
 
     `maps` is a validated (n, h, w) float64 array, `boxes` a padded (n, m, 4) array and
-    `thresholds` a validated 1-D array. ``v2`` is all zeros when `multi_contour` is False.
+    `thresholds` a validated 1-D array. ``v2`` is not computed when `multi_contour` is False
+    (nor, for ``"wsol"``, ``v1`` when `need_v1` is False): it is then meaningless.
     """
     if protocol == "wsol":
-        return _wsol_curve_pair(maps, boxes, thresholds)
+        return _wsol_curve_pair(maps, boxes, thresholds, need_v1, multi_contour)
     kernel = _one_sweep_kernel()
     order = np.argsort(thresholds, kind="stable")
     v1 = np.zeros((len(maps), len(thresholds)))
@@ -255,7 +258,9 @@ def box_iou_curves(
     maps = _check_map_batch(heatmaps)
     thresholds = _check_fractions(thresholds, name="thresholds", default=DEFAULT_THRESHOLDS)
     boxes = _check_true_boxes(true_boxes, len(maps), other="heatmaps")
-    v1, v2 = _iou_curve_pair(maps, boxes, thresholds, multi_contour, protocol)
+    v1, v2 = _iou_curve_pair(
+        maps, boxes, thresholds, multi_contour, protocol, need_v1=not multi_contour
+    )
     return v2 if multi_contour else v1
 
 
@@ -511,7 +516,9 @@ def max_box_accuracy(
     maps = _check_map_batch(heatmaps)
     thresholds = _check_fractions(thresholds, name="thresholds", default=DEFAULT_THRESHOLDS)
     boxes = _check_true_boxes(true_boxes, len(maps), other="heatmaps")
-    v1, v2 = _iou_curve_pair(maps, boxes, thresholds, multi_contour, protocol)
+    v1, v2 = _iou_curve_pair(
+        maps, boxes, thresholds, multi_contour, protocol, need_v1=not multi_contour
+    )
     return max_box_accuracy_from_curves(
         v2 if multi_contour else v1,
         thresholds=thresholds,
