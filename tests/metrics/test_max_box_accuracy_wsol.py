@@ -3,6 +3,9 @@ here independently with OpenCV (``cv2.findContours``, ``contourArea``, ``boundin
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from sklearn_caf.metrics import (
     DEFAULT_THRESHOLDS,
@@ -119,6 +122,21 @@ def test_every_curve_point_matches_the_reference(family):
     shape = (32, 36)
     maps = np.stack([FAMILIES[family](rng, shape) for _ in range(6)])
     assert_matches_reference(maps, random_gt(rng, len(maps), shape), DEFAULT_THRESHOLDS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    maps=hnp.arrays(
+        np.int64,
+        st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+        elements=st.integers(0, 4),  # few levels: ties, holes, thin and diagonal shapes
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_property_every_curve_point_matches_the_reference(maps, seed):
+    rng = np.random.default_rng(seed)
+    gt = random_gt(rng, len(maps), (max(maps.shape[1], 3), max(maps.shape[2], 3)))
+    assert_matches_reference(maps.astype(np.float64), gt, np.linspace(0, 1, 23))
 
 
 def test_full_size_cam_like_maps_on_a_fine_grid():
