@@ -276,11 +276,12 @@ def box_iou_curves(
 def box_iou_curve_pair(
     heatmaps, true_boxes, *, thresholds=None, protocol: str = "wsol"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both IoU curves of :func:`box_iou_curves`, v1 and v2, from one sweep per image.
+    """Both IoU curves of :func:`box_iou_curves`, v1 and v2, in one call.
 
     Equal to ``box_iou_curves(..., multi_contour=False)`` and
-    ``box_iou_curves(..., multi_contour=True)`` at the cost of one of them: the sweep that
-    finds the largest component also sees every other one.
+    ``box_iou_curves(..., multi_contour=True)``. With ``protocol="sklearn-caf"`` it costs
+    one of them (the sweep that finds the largest component also sees every other one); with
+    ``protocol="wsol"`` about both (the largest contour needs its own sweeps).
 
     Parameters
     ----------
