@@ -3,8 +3,16 @@
 Three ways to get, for every threshold of a grid, the box(es) of a map's thresholded
 components and their IoU with the ground truth:
 
-- ``sweep``: :func:`sklearn_caf.metrics.box_iou_curves` (one union-find sweep per image,
-  numba); ``v1`` (largest component) and ``v2`` (every component) are timed separately.
+- ``sweep``: :func:`sklearn_caf.metrics.box_iou_curves` with ``protocol="sklearn-caf"``
+  (one union-find sweep per image, numba); ``v1`` (largest component) and ``v2`` (every
+  component) are timed separately.
+- ``wsol-pair``: :func:`sklearn_caf.metrics.box_iou_curve_pair` with ``protocol="wsol"``
+  (three sweeps over the 256 uint8 levels, numba; v1 and v2 together), against
+  ``wsol-ref``: wsolevaluation's ``BoxEvaluator`` rules verbatim with OpenCV (per threshold,
+  ``cv2.threshold``, ``findContours(RETR_TREE)``, ``max(key=contourArea)`` or every contour,
+  ``boundingRect`` as ``[x, y, x + w, y + h]`` clipped to ``W - 1``, ``[0, 0, 0, 0]`` for an
+  empty mask, the ``+1`` IoU against inclusive ground truth), v1 and v2 each; the curves
+  must be identical (asserted).
 - ``cv2``: the loop of the standard WSOL code (clovaai/wsolevaluation,
   ``compute_bboxes_from_scoremaps``): per threshold, threshold the uint8 map with
   ``cv2.threshold`` (``> int(tau * max)``), ``cv2.findContours`` (``RETR_TREE``), the largest
@@ -49,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 
 from sklearn_caf._explainers._heatmaps import minmax_normalize, resize_maps
-from sklearn_caf.metrics import box_iou_curves
+from sklearn_caf.metrics import box_iou_curve_pair, box_iou_curves
 from sklearn_caf.metrics._boxes import _check_true_boxes, _iou
 
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -117,6 +125,41 @@ def cv2_curves(maps, boxes, thresholds, multi_contour, masks=False):
     return curves
 
 
+def wsol_reference_curves(maps, boxes, thresholds, multi_contour):
+    """wsolevaluation's BoxEvaluator, rule for rule (pixel-edge ground truth read inclusive)."""
+    import cv2
+
+    curves = np.zeros((len(maps), len(thresholds)))
+    for i, heatmap in enumerate(maps):
+        height, width = heatmap.shape
+        image = np.expand_dims((heatmap * 255).astype(np.uint8), 2)
+        gt = np.asarray(boxes[i], dtype=np.float64).reshape(-1, 4) - [0, 0, 1, 1]
+        preds, counts = [], []
+        for tau in thresholds:
+            _, binary = cv2.threshold(image, int(tau * np.max(image)), 255, cv2.THRESH_BINARY)
+            contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+            if len(contours) == 0:
+                preds.append((0, 0, 0, 0))
+                counts.append(1)
+                continue
+            if not multi_contour:
+                contours = [max(contours, key=cv2.contourArea)]
+            for contour in contours:
+                x, y, w, h = cv2.boundingRect(contour)
+                preds.append((x, y, min(x + w, width - 1), min(y + h, height - 1)))
+            counts.append(len(contours))
+        a, b = np.asarray(preds, dtype=np.float64)[:, None], gt[None]
+        iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+        ih = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+        inter = iw * ih
+        union = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+        union = union + (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1) - inter
+        ious = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0).max(axis=1)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        curves[i] = np.maximum.reduceat(ious, starts)
+    return curves
+
+
 def ndimage_curves(maps, boxes, thresholds):
     curves = np.zeros((len(maps), len(thresholds)))
     for i, heatmap in enumerate(maps):
@@ -181,7 +224,7 @@ def bench_kind(maps, boxes, n_thresholds, args) -> dict:
     for version, multi in (("v1", False), ("v2", True)):
         curves, cpu, wall = timed(
             lambda multi=multi: box_iou_curves(
-                maps, padded, thresholds=thresholds, multi_contour=multi
+                maps, padded, thresholds=thresholds, multi_contour=multi, protocol="sklearn-caf"
             ),
             args.repeat,
             n,
@@ -205,6 +248,29 @@ def bench_kind(maps, boxes, n_thresholds, args) -> dict:
                     "max_box_acc_sweep": float(ours.mean(axis=0).max()),
                 }
             )
+    (wsol_v1, wsol_v2), cpu, wall = timed(
+        lambda: box_iou_curve_pair(maps, padded, thresholds=thresholds, protocol="wsol"),
+        args.repeat,
+        n,
+    )
+    run["methods"]["wsol-pair"] = {"cpu_ms": cpu, "wall_ms": wall}
+    for version, multi in (("v1", False), ("v2", True)):
+        _, cpu, wall = timed(
+            lambda multi=multi: box_iou_curves(
+                maps, padded, thresholds=thresholds, multi_contour=multi, protocol="wsol"
+            ),
+            args.repeat,
+            n,
+        )
+        run["methods"][f"wsol-{version}"] = {"cpu_ms": cpu, "wall_ms": wall}
+    for version, multi, ours in (("v1", False, wsol_v1), ("v2", True, wsol_v2)):
+        curves, cpu, wall = timed(
+            lambda multi=multi: wsol_reference_curves(maps, boxes, thresholds, multi), 1, n
+        )
+        assert np.array_equal(curves, ours), (
+            f"protocol='wsol' and the reference disagree ({version})"
+        )
+        run["methods"][f"wsol-ref-{version}"] = {"cpu_ms": cpu, "wall_ms": wall, "identical": True}
     if n_thresholds < args.skip_ndimage_at:
         curves, cpu, wall = timed(lambda: ndimage_curves(maps, boxes, thresholds), args.repeat, n)
         assert np.array_equal(curves, sweep["v1"]), "sweep and ndimage loop disagree"
@@ -212,8 +278,15 @@ def bench_kind(maps, boxes, n_thresholds, args) -> dict:
     for version in ("v1", "v2"):
         base = run["methods"][f"sweep-{version}"]["cpu_ms"]
         for name, row in run["methods"].items():
-            if name.endswith(version) and "cpu_ms" in row:
+            if name.endswith(version) and "cpu_ms" in row and not name.startswith("wsol"):
                 row["ratio_to_sweep"] = row["cpu_ms"] / base
+    # The wsol rows against the wsol kernel: the reference per version against ours.
+    run["methods"]["wsol-pair"]["ratio_to_sweep"] = 1.0
+    for version in ("v1", "v2"):
+        ours = run["methods"][f"wsol-{version}"]
+        ours["ratio_to_sweep"] = 1.0
+        row = run["methods"][f"wsol-ref-{version}"]
+        row["ratio_to_sweep"] = row["cpu_ms"] / ours["cpu_ms"]
     return run
 
 
@@ -234,13 +307,17 @@ def main() -> None:
     args = parser.parse_args()
 
     box_iou_curves(np.eye(3)[None], [[0, 0, 1, 1]], multi_contour=True)  # compile / load
+    box_iou_curves(np.eye(3)[None], [[0, 0, 1, 1]], protocol="sklearn-caf")
     results = {
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "start_up": numba_start_up(),
         "runs": [],
     }
-    print("ms/image: CPU time (wall time); ratio = CPU time / the sweep's")
+    print(
+        "ms/image: CPU time (wall time); ratio = CPU time / the sweep's "
+        "(wsol-ref rows: / the wsol kernel's for that version)"
+    )
     for kind, n, noisy in (("smooth", args.n_smooth, False), ("noisy", args.n_noisy, True)):
         if n == 0:
             continue

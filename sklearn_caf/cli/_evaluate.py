@@ -119,6 +119,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--faithfulness", type=positive_int, default=None, metavar="STEPS",
                         help="also score each top-1 map by deletion and insertion (RISE) in "
                         "STEPS steps; writes deletion_insertion.png")  # fmt: skip
+    parser.add_argument("--protocol", choices=("wsol", "sklearn-caf"), default="wsol",
+                        help="box protocol of MaxBoxAcc: 'wsol' reproduces wsolevaluation's "
+                        "BoxEvaluator (published WSOL tables), 'sklearn-caf' the library's "
+                        "tight pixel boxes (default: %(default)s)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     parser.set_defaults(handler=run)
     return parser
@@ -329,6 +333,13 @@ def _run(args) -> int:
     return 0
 
 
+# What each box protocol's MaxBoxAcc reproduces (printed under the summary).
+_PROTOCOL_SOURCES = {
+    "wsol": "wsolevaluation's BoxEvaluator, as in published WSOL tables",
+    "sklearn-caf": "sklearn-caf's tight pixel boxes, not wsolevaluation's numbers",
+}
+
+
 def _evaluate(explainers, dataset, args, out, client):
     import joblib
 
@@ -342,6 +353,7 @@ def _evaluate(explainers, dataset, args, out, client):
         "n_jobs": args.n_jobs,
         "progress": not args.quiet,
         "faithfulness": (False if args.faithfulness is None else {"n_steps": args.faithfulness}),
+        "protocol": args.protocol,
     }
     if client is None:
         return evaluate_localization(explainers, dataset, **kwargs)
@@ -357,7 +369,10 @@ def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
 
     from ..plotting import plot_localization_examples, plot_threshold_curves
 
-    report.summary.to_csv(out / "summary.csv")
+    # The CSV says which box protocol produced max_box_acc and max_box_acc_v2.
+    report.summary.assign(protocol=report.config.get("protocol", "sklearn-caf")).to_csv(
+        out / "summary.csv"
+    )
     per_image = out / "per_image.parquet"
     tmp = out / f".per_image.parquet.{os.getpid()}.tmp"
     report.per_image.to_parquet(tmp, index=False)
@@ -377,4 +392,7 @@ def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
         Image.fromarray(sheet).save(out / "contact_sheet.png")
     if not args.quiet:
         print(report.summary.to_string(float_format=lambda v: f"{v:.4f}"))
+        protocol = report.config.get("protocol", "sklearn-caf")
+        source = _PROTOCOL_SOURCES.get(protocol, protocol)
+        print(f"max_box_acc, max_box_acc_v2: protocol {protocol!r} ({source})")
         print(f"\n{report.n_images} images; results in {out}")

@@ -24,9 +24,12 @@ pixels at ``box_threshold`` or more, as in CAM):
   the object does not count.
 - ``gt_known_loc``: the true class's map's box is correct, whatever the prediction.
 - ``max_box_acc``: MaxBoxAcc (Choe et al., CVPR 2020) on the true class's maps: the best
-  accuracy over ``thresholds`` of the largest component's box, at IoU 0.5;
-  ``max_box_acc_v2``: every component's box, averaged over IoU 0.3, 0.5 and 0.7;
-  ``best_threshold``: the threshold of ``max_box_acc``.
+  accuracy over ``thresholds`` of the largest contour's box, at IoU 0.5;
+  ``max_box_acc_v2``: every contour's box, averaged over IoU 0.3, 0.5 and 0.7;
+  ``best_threshold``: the threshold of ``max_box_acc``. The boxes follow the run's
+  ``protocol``: by default wsolevaluation's ``BoxEvaluator`` exactly (``"wsol"``, the
+  numbers of published WSOL tables), or the library's tight pixel boxes
+  (``"sklearn-caf"``); see :ref:`protocols`.
 - Retrieval (L2-CAF paper, Table 3): ``recall_at_1`` (nearest neighbour by cosine similarity
   over the evaluated images, the query excluded), ``nmi`` (k-means on the L2-normalized
   embeddings), ``retrieval_loc``: the nearest neighbour has the query's label *and* the box is

@@ -85,7 +85,15 @@ def _to_own_frame(boxes, sizes, pos, map_size) -> np.ndarray:
 
 
 def _chunk_rows(
-    explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness=None
+    explainers,
+    dataset,
+    local,
+    indices,
+    task,
+    box_threshold,
+    thresholds,
+    faithfulness=None,
+    protocol="wsol",
 ):
     """The per-image rows of one chunk, as a dict of columns (the heatmaps die here).
 
@@ -147,7 +155,9 @@ def _chunk_rows(
         boxes, _ = heatmaps_to_boxes(heatmaps, box_threshold)
         iou = best_iou(boxes, row_boxes)  # in the model's frame, where the maps are
         own = _to_own_frame(boxes, sizes, pos, heatmaps.shape[1:3])
-        curves_v1, curves_v2 = box_iou_curve_pair(heatmaps, row_boxes, thresholds=thresholds)
+        curves_v1, curves_v2 = box_iou_curve_pair(
+            heatmaps, row_boxes, thresholds=thresholds, protocol=protocol
+        )
         loc = iou >= IOU_THRESHOLD
         true = labels[pos]
         predicted = _prediction_order(outputs)
@@ -209,6 +219,7 @@ def _chunk_rows(
             gt_known_loc=(explains_true & loc).tolist(),
             iou_curve_v1=list(curves_v1),
             iou_curve_v2=list(curves_v2),
+            protocol=[protocol] * len(pos),
         )
         if faith is not None:
             add(**faith)
@@ -220,12 +231,29 @@ def _chunk_rows(
 
 
 def _evaluate_chunk(
-    chunk, explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness=None
+    chunk,
+    explainers,
+    dataset,
+    local,
+    indices,
+    task,
+    box_threshold,
+    thresholds,
+    faithfulness=None,
+    protocol="wsol",
 ):
     """A worker's task: ``(chunk, table)`` with the chunk's rows as a pyarrow Table."""
     pa, _ = _parquet()
     columns = _chunk_rows(
-        explainers, dataset, local, indices, task, box_threshold, thresholds, faithfulness
+        explainers,
+        dataset,
+        local,
+        indices,
+        task,
+        box_threshold,
+        thresholds,
+        faithfulness,
+        protocol,
     )
     return chunk, pa.table(_arrow_columns(pa, columns)), len(indices)
 

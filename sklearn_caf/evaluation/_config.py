@@ -254,7 +254,15 @@ def _explainer_config(explainer: Any, models: dict) -> dict:
 
 
 def _run_config(
-    explainers, dataset, n_images, task, box_threshold, thresholds, batch_size, faithfulness=None
+    explainers,
+    dataset,
+    n_images,
+    task,
+    box_threshold,
+    thresholds,
+    batch_size,
+    faithfulness=None,
+    protocol="wsol",
 ):
     models: dict = {}
     # batch_size of the faithfulness passes changes the rows only by rounding: not recorded.
@@ -268,6 +276,8 @@ def _run_config(
         "task": task,
         "box_threshold": float(box_threshold),
         "thresholds": [float(t) for t in thresholds],
+        # The box protocol of the IoU curves and MaxBoxAcc ("wsol" or "sklearn-caf").
+        "protocol": protocol,
         "batch_size": int(batch_size),
         "n_images": int(n_images),
         "n_chunks": -(-n_images // batch_size),

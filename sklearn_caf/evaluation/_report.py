@@ -72,7 +72,9 @@ class LocalizationReport:
         ``top1_correct``, ``top5_correct``, ``top1_loc``, ``top5_loc`` (classification) or
         ``retrieval_correct``, ``retrieval_loc`` (retrieval), and ``gt_known_loc``;
         ``iou_curve_v1`` and ``iou_curve_v2``, arrays of the IoU at each of ``thresholds``
-        of the largest component's box and of the best component's box; for retrieval,
+        of the largest contour's box and of the best contour's box, and ``protocol``, the
+        box protocol that made them (``"wsol"`` or ``"sklearn-caf"``, see
+        :func:`~sklearn_caf.metrics.box_iou_curves`); for retrieval,
         ``embedding`` (the model's output, float32). With ``faithfulness``:
         ``deletion_auc`` and ``insertion_auc`` and the curves ``deletion_curve`` and
         ``insertion_curve`` (see :func:`deletion_insertion`), on the rows of the top-1
@@ -83,7 +85,8 @@ class LocalizationReport:
         max_box_acc_v2, best_threshold``; retrieval: ``recall_at_1, nmi, retrieval_loc,
         gt_known_loc, max_box_acc, max_box_acc_v2``. With ``faithfulness``, also
         ``deletion_auc`` and ``insertion_auc``, the means over the top-1 rows. See
-        :mod:`sklearn_caf.evaluation` for the definitions.
+        :mod:`sklearn_caf.evaluation` for the definitions. ``summary.attrs["protocol"]``
+        names the box protocol of ``max_box_acc`` and ``max_box_acc_v2``.
     config : dict
         The run's configuration, as stored in the manifest.
     thresholds : ndarray
@@ -218,6 +221,12 @@ def summarize(per_image, task: str, thresholds: np.ndarray, methods=None):
         rows[method] = {k: float(values[k]) for k in names}
     summary = pd.DataFrame.from_dict(rows, orient="index", columns=names, dtype=float)
     summary.index.name = "method"
+    # Which box protocol produced max_box_acc and max_box_acc_v2 (runs made before the
+    # protocol was recorded used the library's own boxes).
+    protocols = (
+        sorted(set(per_image["protocol"])) if "protocol" in per_image.columns else ["sklearn-caf"]
+    )
+    summary.attrs["protocol"] = protocols[0] if len(protocols) == 1 else protocols
     return summary
 
 
@@ -244,6 +253,7 @@ def _report(tables: list, config: dict, out: Path | None, complete: bool | None 
             columns=_summary_names(task, config.get("faithfulness") is not None)
         )
     )
+    summary.attrs["protocol"] = config.get("protocol", "sklearn-caf")
     return LocalizationReport(
         per_image=per_image,
         summary=summary,

@@ -24,6 +24,8 @@ from ._faithfulness import (
 from ._report import LocalizationReport, _pandas, _report
 from ._store import _parquet, _prepare_out, _run_lock, _write_part, load_report, run_identity
 
+# The box protocols of the IoU curves (sklearn_caf.metrics.box_iou_curves).
+_BOX_PROTOCOLS = ("wsol", "sklearn-caf")
 _FAITHFULNESS_KEYS = ("n_steps", "step", "protocol", "baseline", "blur_sigma", "batch_size")
 
 _TASKS = ("classification", "retrieval")
@@ -172,6 +174,7 @@ def evaluate_localization(
     n_jobs: int | None = None,
     progress: bool = True,
     faithfulness: bool | Mapping[str, Any] = False,
+    protocol: str = "wsol",
 ) -> LocalizationReport:
     """Explain every image of a dataset with each method and score how well the maps localize.
 
@@ -227,6 +230,15 @@ def evaluate_localization(
         ``blur_sigma`` and ``batch_size`` (``None``: the explainer's). Each top-1 map costs
         ``2 * (n_steps + 1)`` forward passes. The options are part of the
         run's configuration: a run is resumed only with the same ones.
+    protocol : {"wsol", "sklearn-caf"}, default="wsol"
+        How the IoU curves, ``max_box_acc`` and ``max_box_acc_v2`` turn a thresholded map
+        into boxes (:func:`~sklearn_caf.metrics.box_iou_curves`; :ref:`protocols`):
+        ``"wsol"`` reproduces wsolevaluation's ``BoxEvaluator`` exactly (the numbers of
+        published WSOL tables), ``"sklearn-caf"`` uses the library's tight pixel boxes. It
+        is recorded in ``report.config["protocol"]`` (the manifest), in the ``protocol``
+        column of ``per_image`` and in ``summary.attrs["protocol"]``, and is part of the
+        run's configuration. ``top1_loc``, ``top5_loc`` and ``gt_known_loc`` use CAM's box
+        (``box_threshold``) under either protocol.
 
     Returns
     -------
@@ -277,6 +289,8 @@ def evaluate_localization(
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral)):
         raise ValueError(f"n_jobs must be an integer or None; got {n_jobs!r}.")
     faithfulness = _check_faithfulness(faithfulness, task)
+    if protocol not in _BOX_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {_BOX_PROTOCOLS}; got {protocol!r}.")
     _pandas()
     _parquet()
 
@@ -290,6 +304,7 @@ def evaluate_localization(
         thresholds,
         int(batch_size),
         faithfulness,
+        protocol,
     )
     with contextlib.ExitStack() as stack:
         out_dir, finished = None, {}
@@ -308,6 +323,7 @@ def evaluate_localization(
             float(box_threshold),
             thresholds,
             faithfulness,
+            protocol,
         )
         if out_dir is not None:
             return load_report(out_dir)
@@ -326,6 +342,7 @@ def _dispatch(
     box_threshold,
     thresholds,
     faithfulness,
+    protocol,
 ):
     """Run the pending chunks through joblib; write each as a part (``out_dir``) or return
     the tables by chunk (``out_dir=None``)."""
@@ -351,6 +368,7 @@ def _dispatch(
                 box_threshold,
                 thresholds,
                 faithfulness,
+                protocol,
             )
             for c, idx in pending
         )

@@ -5,7 +5,7 @@ from numbers import Real
 
 import numpy as np
 
-from .._utils import Interval, import_optional, validate_params
+from .._utils import Interval, StrOptions, import_optional, validate_params
 from ._boxes import _check_true_boxes
 
 # --------------------------------------------------------------------------------------------
@@ -18,6 +18,10 @@ DEFAULT_THRESHOLDS = np.arange(0, 1, 0.01)
 
 # The IoU thresholds averaged by MaxBoxAcc v2 (wsolevaluation).
 V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+
+# The box protocols: wsolevaluation's BoxEvaluator exactly (the default: the numbers of the
+# published WSOL tables), and the library's own tight pixel boxes.
+BOX_PROTOCOLS = ("wsol", "sklearn-caf")
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,46 @@ def _one_sweep_kernel():
     return iou_curves
 
 
-def _iou_curve_pair(maps, boxes, thresholds, multi_contour=True):
+def _wsol_kernel():
+    import_optional(
+        "numba", needed_by="box_iou_curves and max_box_accuracy (their compiled kernels)"
+    )
+    from ._components import wsol_iou_curves
+
+    return wsol_iou_curves
+
+
+def _wsol_curve_pair(maps, boxes, thresholds, want_v1=True, want_v2=True):
+    """IoU curves v1 and v2 of wsolevaluation's ``BoxEvaluator``, (n, T) each.
+
+    The map is min-max normalized in float64 and cast to uint8 as the reference does; a
+    threshold ``t`` keeps ``u8 > int(t * 255)``. The pixel-edge ground truth
+    ``[x0, y0, x1, y1]`` is the reference's inclusive ``[x0, y0, x1 - 1, y1 - 1]``.
+    """
+    kernel = _wsol_kernel()
+    u8 = (_minmax(maps) * 255).astype(np.uint8)
+    inclusive = np.array(boxes, dtype=np.float64)
+    inclusive[..., 2:] -= 1.0  # zero-padding becomes [0, 0, -1, -1]: IoU 0
+    v1 = np.zeros((len(maps), 256))
+    v2 = np.zeros((len(maps), 256))
+    kernel(np.ascontiguousarray(u8), np.ascontiguousarray(inclusive), want_v1, want_v2, v1, v2)
+    # The reference's threshold: int(t * max(u8)); max(u8) is 255 unless the map is constant,
+    # where every level keeps nothing anyway.
+    levels = np.minimum((thresholds * 255).astype(np.int64), 255)
+    return v1[:, levels], v2[:, levels]
+
+
+def _iou_curve_pair(
+    maps, boxes, thresholds, multi_contour=True, protocol="sklearn-caf", need_v1=True
+):
     """IoU curves v1 (largest component) and v2 (best component), (n, T) each, in one sweep.
 
     `maps` is a validated (n, h, w) float64 array, `boxes` a padded (n, m, 4) array and
-    `thresholds` a validated 1-D array. ``v2`` is all zeros when `multi_contour` is False.
+    `thresholds` a validated 1-D array. ``v2`` is not computed when `multi_contour` is False
+    (nor, for ``"wsol"``, ``v1`` when `need_v1` is False): it is then meaningless.
     """
+    if protocol == "wsol":
+        return _wsol_curve_pair(maps, boxes, thresholds, need_v1, multi_contour)
     kernel = _one_sweep_kernel()
     order = np.argsort(thresholds, kind="stable")
     v1 = np.zeros((len(maps), len(thresholds)))
@@ -130,30 +168,48 @@ def _iou_curve_pair(maps, boxes, thresholds, multi_contour=True):
         "true_boxes": ["array-like"],
         "thresholds": ["array-like", None],
         "multi_contour": ["boolean"],
+        "protocol": [StrOptions(set(BOX_PROTOCOLS))],
     },
     prefer_skip_nested_validation=True,
 )
 def box_iou_curves(
-    heatmaps, true_boxes, *, thresholds=None, multi_contour: bool = False
+    heatmaps, true_boxes, *, thresholds=None, multi_contour: bool = False, protocol: str = "wsol"
 ) -> np.ndarray:
     """IoU of each heatmap's box(es) with the ground truth, at every threshold of a grid.
 
-    Each map is min-max normalized (a constant map becomes 0 everywhere); at threshold ``tau``
-    the pixels whose normalized value is ``>= tau`` are kept (a value exactly equal to ``tau``
-    is kept) and grouped into 8-connected components. With ``multi_contour=False`` the box of
-    the largest component counts (ties in size go to the component holding the map's maximum,
-    then to the first one in row-major order, as in :class:`~sklearn_caf.boxes.HeatmapBoxes`);
-    with ``multi_contour=True`` the best IoU over every component's box counts. Each box is
-    compared with every ground-truth box of its image and the best IoU is kept; where no pixel
-    is kept the IoU is 0.
+    Each map is min-max normalized in float64 (a constant map becomes 0 everywhere). Two
+    protocols turn a threshold ``tau`` into boxes (see :ref:`protocols`):
 
-    One point of the curve equals ``HeatmapBoxes(threshold=tau)`` followed by
-    :func:`best_iou` on min-max normalized maps of a non-constant map: ``HeatmapBoxes`` keeps
-    the pixels ``>= tau * max`` and a normalized map's maximum is 1 (its minimum 0).
+    ``protocol="wsol"`` (default)
+        wsolevaluation's ``BoxEvaluator`` (Choe et al., CVPR 2020), every curve point exactly:
+        the normalized map is cast to ``uint8`` (``(map * 255).astype(uint8)``) and the pixels
+        ``> int(tau * 255)`` are kept (a constant map keeps none); the contours are those of
+        ``cv2.findContours(mask, RETR_TREE)`` (hole contours included). Version 1 boxes the
+        contour of largest ``cv2.contourArea`` (the area of the polygon through the border
+        pixels' centres, so a 20-pixel line loses to a 3 x 3 square; ties go to the contour
+        OpenCV lists first), version 2 every contour. A box is ``cv2.boundingRect`` as
+        ``[x, y, x + w, y + h]`` clipped to ``[W - 1, H - 1]``, an inclusive box one pixel
+        larger than the pixels; an empty mask gives the box ``[0, 0, 0, 0]``. IoUs are the
+        reference's ``+1`` IoU of inclusive boxes: the pixel-edge ground truth
+        ``[x0, y0, x1, y1]`` is scored as the inclusive ``[x0, y0, x1 - 1, y1 - 1]`` (the
+        same pixels). No OpenCV is needed: the 256 masks' contours come from three
+        union-find sweeps over the levels.
+    ``protocol="sklearn-caf"``
+        The library's tight pixel boxes: the pixels ``>= tau`` are kept and grouped into
+        8-connected components. Version 1 boxes the largest component (most pixels; ties go
+        to the component holding the map's maximum, then to the first one in row-major order,
+        as in :class:`~sklearn_caf.boxes.HeatmapBoxes`), version 2 every component; each box
+        is the components' pixel-edge box and an empty mask scores IoU 0. One point of the
+        curve equals ``HeatmapBoxes(threshold=tau)`` followed by :func:`best_iou` on
+        non-constant maps.
 
-    The curves come from **one sweep per image** (pixels added from the highest value down,
-    with a union-find that keeps each component's size and box), so the cost hardly depends
-    on the number of thresholds. It needs numba (``pip install 'sklearn-caf[eval]'``).
+    With ``multi_contour=False`` the IoU of version 1's box counts; with ``multi_contour=True``
+    the best IoU over version 2's boxes. Each box is compared with every ground-truth box of
+    its image and the best IoU is kept.
+
+    The curves come from **one sweep per image** (pixels added level by level with a
+    union-find that keeps each component's box), so the cost hardly depends on the number of
+    thresholds. It needs numba (``pip install 'sklearn-caf[eval]'``).
 
     Parameters
     ----------
@@ -166,8 +222,12 @@ def box_iou_curves(
         Thresholds in [0, 1] on the normalized maps, in any order;
         ``None`` is :data:`DEFAULT_THRESHOLDS` (``np.arange(0, 1, 0.01)``).
     multi_contour : bool, default=False
-        False: IoU of the largest component's box (MaxBoxAcc). True: best IoU over every
-        component's box (MaxBoxAccV2).
+        False: IoU of the largest contour's (component's) box (MaxBoxAcc). True: best IoU over
+        every contour's box (MaxBoxAccV2).
+    protocol : {"wsol", "sklearn-caf"}, default="wsol"
+        ``"wsol"``: wsolevaluation's ``BoxEvaluator`` exactly, the numbers of published
+        WSOL tables; ``"sklearn-caf"``: the library's tight pixel boxes (see above and
+        :ref:`protocols`).
 
     Returns
     -------
@@ -183,17 +243,24 @@ def box_iou_curves(
     >>> import numpy as np
     >>> from sklearn_caf.metrics import box_iou_curves
     >>> heatmap = np.zeros((1, 4, 6))
-    >>> heatmap[0, 1:3, 1:3] = 0.5     # a weaker blob on the left
+    >>> heatmap[0, 1:3, 1:3] = 0.5     # a weaker 2 x 2 blob on the left
     >>> heatmap[0, 1, 4] = 1.0         # a one-pixel peak on the right
-    >>> box_iou_curves(heatmap, [[1, 1, 3, 3]], thresholds=[0.0, 0.5, 0.9])
-    array([[0.16666667, 1.        , 0.        ]])
-    >>> box_iou_curves(heatmap, [[1, 1, 3, 3]], thresholds=[0.0, 0.5, 0.9], multi_contour=True)
+    >>> box_iou_curves(heatmap, [[1, 1, 3, 3]], thresholds=[0.0, 0.4, 0.9])
+    array([[0.44444444, 0.44444444, 0.        ]])
+
+    The reference boxes the blob one pixel larger (3 x 3 pixels for 2 x 2) and at ``tau = 0``
+    keeps only the values above the minimum; the library's tight boxes and ``>=`` give:
+
+    >>> box_iou_curves(heatmap, [[1, 1, 3, 3]], thresholds=[0.0, 0.4, 0.9],
+    ...                protocol="sklearn-caf")
     array([[0.16666667, 1.        , 0.        ]])
     """
     maps = _check_map_batch(heatmaps)
     thresholds = _check_fractions(thresholds, name="thresholds", default=DEFAULT_THRESHOLDS)
     boxes = _check_true_boxes(true_boxes, len(maps), other="heatmaps")
-    v1, v2 = _iou_curve_pair(maps, boxes, thresholds, multi_contour)
+    v1, v2 = _iou_curve_pair(
+        maps, boxes, thresholds, multi_contour, protocol, need_v1=not multi_contour
+    )
     return v2 if multi_contour else v1
 
 
@@ -202,15 +269,19 @@ def box_iou_curves(
         "heatmaps": ["array-like"],
         "true_boxes": ["array-like"],
         "thresholds": ["array-like", None],
+        "protocol": [StrOptions(set(BOX_PROTOCOLS))],
     },
     prefer_skip_nested_validation=True,
 )
-def box_iou_curve_pair(heatmaps, true_boxes, *, thresholds=None) -> tuple[np.ndarray, np.ndarray]:
-    """Both IoU curves of :func:`box_iou_curves`, v1 and v2, from one sweep per image.
+def box_iou_curve_pair(
+    heatmaps, true_boxes, *, thresholds=None, protocol: str = "wsol"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both IoU curves of :func:`box_iou_curves`, v1 and v2, in one call.
 
     Equal to ``box_iou_curves(..., multi_contour=False)`` and
-    ``box_iou_curves(..., multi_contour=True)`` at the cost of one of them: the sweep that
-    finds the largest component also sees every other one.
+    ``box_iou_curves(..., multi_contour=True)``. With ``protocol="sklearn-caf"`` it costs
+    one of them (the sweep that finds the largest component also sees every other one); with
+    ``protocol="wsol"`` about both (the largest contour needs its own sweeps).
 
     Parameters
     ----------
@@ -222,6 +293,10 @@ def box_iou_curve_pair(heatmaps, true_boxes, *, thresholds=None) -> tuple[np.nda
     thresholds : array-like of shape (n_thresholds,), default=None
         Thresholds in [0, 1] on the normalized maps, in any order;
         ``None`` is :data:`DEFAULT_THRESHOLDS` (``np.arange(0, 1, 0.01)``).
+    protocol : {"wsol", "sklearn-caf"}, default="wsol"
+        ``"wsol"``: wsolevaluation's ``BoxEvaluator`` exactly, the numbers of published
+        WSOL tables; ``"sklearn-caf"``: the library's tight pixel boxes (see
+        :func:`box_iou_curves` and :ref:`protocols`).
 
     Returns
     -------
@@ -241,14 +316,17 @@ def box_iou_curve_pair(heatmaps, true_boxes, *, thresholds=None) -> tuple[np.nda
     >>> heatmap = np.zeros((1, 4, 6))
     >>> heatmap[0, 1:3, 1:3] = 0.5     # a weaker blob on the left
     >>> heatmap[0, 1:3, 4] = 1.0       # a larger-valued, smaller blob on the right
-    >>> v1, v2 = box_iou_curve_pair(heatmap, [[1, 1, 3, 3]], thresholds=[0.5, 0.9])
+    >>> v1, v2 = box_iou_curve_pair(heatmap, [[1, 1, 3, 3]], thresholds=[0.4, 0.9])
     >>> v1, v2
+    (array([[0.44444444, 0.        ]]), array([[0.44444444, 0.        ]]))
+    >>> box_iou_curve_pair(heatmap, [[1, 1, 3, 3]], thresholds=[0.4, 0.9],
+    ...                    protocol="sklearn-caf")
     (array([[1., 0.]]), array([[1., 0.]]))
     """
     maps = _check_map_batch(heatmaps)
     thresholds = _check_fractions(thresholds, name="thresholds", default=DEFAULT_THRESHOLDS)
     boxes = _check_true_boxes(true_boxes, len(maps), other="heatmaps")
-    return _iou_curve_pair(maps, boxes, thresholds, True)
+    return _iou_curve_pair(maps, boxes, thresholds, True, protocol)
 
 
 @validate_params(
@@ -352,6 +430,7 @@ def max_box_accuracy_from_curves(
         "iou_thresholds": ["array-like", Interval(Real, 0, 1, closed="both")],
         "multi_contour": ["boolean"],
         "correct": ["array-like", None],
+        "protocol": [StrOptions(set(BOX_PROTOCOLS))],
     },
     prefer_skip_nested_validation=True,
 )
@@ -363,16 +442,19 @@ def max_box_accuracy(
     iou_thresholds=(0.5,),
     multi_contour: bool = False,
     correct=None,
+    protocol: str = "wsol",
 ) -> MaxBoxAccuracy:
     """MaxBoxAcc: box accuracy at the best threshold of a grid (Choe et al., CVPR 2020).
 
-    Each map is min-max normalized; at threshold ``tau`` the pixels ``>= tau`` are kept and
-    grouped into 8-connected components (see :func:`box_iou_curves`). Version 1 (the default)
-    boxes the largest component, correct when its IoU with some ground-truth box reaches 0.5.
-    Version 2 (``multi_contour=True, iou_thresholds=(0.3, 0.5, 0.7)``) boxes every component,
-    correct when any of them reaches the IoU threshold, and the score is the mean over the IoU
-    thresholds of each accuracy curve's maximum. `correct` ANDs a classification condition in
-    (top-1 localization); without it this is GT-known localization.
+    Each map is min-max normalized and thresholded at every ``tau`` of a grid, and its mask
+    boxed by `protocol` (see :func:`box_iou_curves`): by default exactly as wsolevaluation's
+    ``BoxEvaluator``, so that the score can sit beside published WSOL tables. Version 1 (the
+    default) boxes the largest contour, correct when its IoU with some ground-truth box
+    reaches 0.5. Version 2 (``multi_contour=True, iou_thresholds=(0.3, 0.5, 0.7)``) boxes
+    every contour, correct when any of them reaches the IoU threshold, and the score is the
+    mean over the IoU thresholds of each accuracy curve's maximum. `correct` ANDs a
+    classification condition in (top-1 localization); without it this is GT-known
+    localization.
 
     The IoU curves come from one sweep per image whose cost does not grow with the number of
     thresholds; it needs numba (``pip install 'sklearn-caf[eval]'``).
@@ -394,6 +476,10 @@ def max_box_accuracy(
         Box every component (version 2) rather than the largest one.
     correct : array-like of shape (n_images,) of bool, default=None
         Per-image classification condition ANDed in; ``None`` counts every image.
+    protocol : {"wsol", "sklearn-caf"}, default="wsol"
+        ``"wsol"``: wsolevaluation's ``BoxEvaluator`` exactly, the numbers of published
+        WSOL tables; ``"sklearn-caf"``: the library's tight pixel boxes (see
+        :func:`box_iou_curves` and :ref:`protocols`).
 
     Returns
     -------
@@ -423,12 +509,17 @@ def max_box_accuracy(
     >>> v2 = max_box_accuracy(maps, true, thresholds=[0.25, 0.5, 0.75],
     ...                       iou_thresholds=(0.3, 0.5, 0.7), multi_contour=True)
     >>> v2.accuracy.shape, v2.score
-    ((3, 3), 1.0)
+    ((3, 3), 0.8333333333333334)
+    >>> max_box_accuracy(maps, true, thresholds=[0.25, 0.5, 0.75], iou_thresholds=(0.3, 0.5, 0.7),
+    ...                  multi_contour=True, protocol="sklearn-caf").score
+    1.0
     """
     maps = _check_map_batch(heatmaps)
     thresholds = _check_fractions(thresholds, name="thresholds", default=DEFAULT_THRESHOLDS)
     boxes = _check_true_boxes(true_boxes, len(maps), other="heatmaps")
-    v1, v2 = _iou_curve_pair(maps, boxes, thresholds, multi_contour)
+    v1, v2 = _iou_curve_pair(
+        maps, boxes, thresholds, multi_contour, protocol, need_v1=not multi_contour
+    )
     return max_box_accuracy_from_curves(
         v2 if multi_contour else v1,
         thresholds=thresholds,

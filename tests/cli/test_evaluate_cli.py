@@ -94,10 +94,14 @@ def test_evaluate_writes_every_output_and_resumes(wsol_dir, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "l2caf-oblivious" in printed and "gradcam" in printed and "top1_loc" in printed
+    assert "protocol 'wsol' (wsolevaluation's BoxEvaluator" in printed
 
     report = load_report(out)
     assert report.complete and report.n_images == 8
+    assert report.config["protocol"] == "wsol"
     summary = pd.read_csv(out / "summary.csv", index_col="method")
+    # The CSV names the box protocol of max_box_acc and max_box_acc_v2.
+    assert summary.pop("protocol").tolist() == ["wsol", "wsol"]
     pd.testing.assert_frame_equal(summary, report.summary, check_exact=False, rtol=1e-12)
     per_image = pd.read_parquet(out / "per_image.parquet")
     assert per_image["image_id"].tolist() == report.per_image["image_id"].tolist()
@@ -117,6 +121,15 @@ def test_evaluate_writes_every_output_and_resumes(wsol_dir, capsys):
     err = capsys.readouterr().err.strip()
     assert "different configuration" in err and "box_threshold" in err
     assert len(err.splitlines()) == 1
+    # Another box protocol is another configuration: never mixed into the same run.
+    assert main([*args, "--protocol", "sklearn-caf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different configuration" in err and "protocol" in err
+    other = wsol_dir / "run-sklearn-caf"
+    assert main([*_args(wsol_dir, other, "--methods", "gradcam", "--examples", "0"),
+                 "--protocol", "sklearn-caf", "--quiet"]) == 0  # fmt: skip
+    assert pd.read_csv(other / "summary.csv")["protocol"].tolist() == ["sklearn-caf"]
+    assert load_report(other).config["protocol"] == "sklearn-caf"
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from sklearn_caf.evaluation import (  # noqa: E402
     load_report,
     model_fingerprint,
 )
-from sklearn_caf.metrics import best_iou  # noqa: E402
+from sklearn_caf.metrics import best_iou, box_iou_curve_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CURVES = ["iou_curve_v1", "iou_curve_v2"]
@@ -106,6 +106,7 @@ def test_exact_rows_and_summary_of_a_known_model():
         data,
         batch_size=3,
         progress=False,
+        protocol="sklearn-caf",  # the library's boxes: the values below are hand-checked
     )
     rows = report.per_image
     assert list(rows.columns) == [
@@ -113,8 +114,11 @@ def test_exact_rows_and_summary_of_a_known_model():
         "explains_top1", "explains_true", "x0", "y0", "x1", "y1",
         "model_x0", "model_y0", "model_x1", "model_y1", "true_boxes", "iou", "loc_correct",
         "top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc",
-        *CURVES,
+        *CURVES, "protocol",
     ]  # fmt: skip
+    assert set(rows["protocol"]) == {"sklearn-caf"}
+    assert report.config["protocol"] == "sklearn-caf"
+    assert report.summary.attrs["protocol"] == "sklearn-caf"
     # Image by image, methods in order; image 2 has Grad-CAM's class-0 and class-1 maps.
     assert rows["image_index"].tolist() == [0, 0, 1, 1, 2, 2, 2, 3, 3]
     assert rows["method"].tolist() == ["gradcam", "l2caf"] * 2 + ["gradcam"] * 2 + [
@@ -174,7 +178,9 @@ def test_rows_agree_with_heatmap_boxes_and_the_curves(wsol):
     """The box at box_threshold is HeatmapBoxes' box; the v1 curve at that threshold its IoU."""
     net = pooled_cnn()
     explainer = GradCAMExplainer(model=net, layer="pool", top_k=2)
-    report = evaluate_localization({"g": explainer}, wsol, batch_size=5, progress=False)
+    report = evaluate_localization(
+        {"g": explainer}, wsol, batch_size=5, progress=False, protocol="sklearn-caf"
+    )
     rows = report.per_image
     X = wsol.load(np.arange(len(wsol)))[0]
     fitted = GradCAMExplainer(model=net, layer="pool").fit(X)
@@ -199,6 +205,17 @@ def test_rows_agree_with_heatmap_boxes_and_the_curves(wsol):
     assert per_image.tolist() == expected
     # The v2 curve is never below v1 (the largest component is one of the components).
     assert (np.stack(rows["iou_curve_v2"]) >= np.stack(rows["iou_curve_v1"]) - 1e-12).all()
+
+    # The default protocol, "wsol": the curves of box_iou_curve_pair(protocol="wsol"), and
+    # every table says so.
+    default = evaluate_localization({"g": explainer}, wsol, batch_size=5, progress=False)
+    v1, v2 = box_iou_curve_pair(maps, truth, protocol="wsol")
+    np.testing.assert_array_equal(np.stack(default.per_image["iou_curve_v1"]), v1)
+    np.testing.assert_array_equal(np.stack(default.per_image["iou_curve_v2"]), v2)
+    assert set(default.per_image["protocol"]) == {"wsol"}
+    assert default.config["protocol"] == "wsol"
+    assert default.summary.attrs["protocol"] == "wsol"
+    assert not np.array_equal(v1, np.stack(rows["iou_curve_v1"]))  # the protocols differ
 
 
 def test_explainers_given_are_not_changed_and_fitted_ones_are_used(wsol):
@@ -436,6 +453,7 @@ def test_keras_model_gives_the_torch_rows():
         ({"thresholds": [0.5, 2.0]}, r"\[0, 1\]"),
         ({"batch_size": 0}, "batch_size must be"),
         ({"n_jobs": 1.5}, "n_jobs must be"),
+        ({"protocol": "opencv"}, "protocol must be one of"),
     ],
 )
 def test_bad_arguments_are_refused(wsol, kwargs, message):

@@ -1,5 +1,8 @@
-"""MaxBoxAcc: the one-sweep kernel against a per-threshold ``ndimage.label`` reference."""
+"""MaxBoxAcc, ``protocol="sklearn-caf"``: the one-sweep kernel against a per-threshold
+``ndimage.label`` reference (``protocol="wsol"`` is tested against OpenCV in
+``test_max_box_accuracy_wsol.py``)."""
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -11,15 +14,18 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
+from sklearn_caf import metrics
 from sklearn_caf.boxes import HeatmapBoxes
 from sklearn_caf.metrics import (
     DEFAULT_THRESHOLDS,
     MaxBoxAccuracy,
     best_iou,
-    box_iou_curves,
-    max_box_accuracy,
     max_box_accuracy_from_curves,
 )
+
+# The library's own protocol throughout this module.
+box_iou_curves = functools.partial(metrics.box_iou_curves, protocol="sklearn-caf")
+max_box_accuracy = functools.partial(metrics.max_box_accuracy, protocol="sklearn-caf")
 
 pytest.importorskip("numba", reason="the one-sweep kernel needs numba (the eval extra)")
 
