@@ -19,8 +19,8 @@ ORDER = [
     "plot_frames.py",
     # Measuring: localization, sanity checks, faithfulness.
     "plot_evaluate_localization.py",
-    "plot_sanity.py",
-    "plot_faithfulness.py",
+    "plot_sanity_checks.py",
+    "plot_deletion_insertion.py",
     # Attention built into the network.
     "plot_brnpa_parts.py",
 ]

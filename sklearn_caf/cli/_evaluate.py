@@ -101,10 +101,18 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "said on stderr)",
     )
     parser.add_argument(
-        "--task", choices=("classification", "retrieval"), default="classification"
+        "--task",
+        choices=("classification", "retrieval"),
+        default="classification",
+        help="classification networks (logits: top-1/top-5/GT-known localization) or "
+        "retrieval networks (embeddings: Recall@1, NMI) (default: %(default)s)",
     )
-    parser.add_argument("--image-size", type=positive_int, default=224, metavar="PX")
-    parser.add_argument("--box-threshold", type=float, default=0.2, metavar="T")
+    parser.add_argument("--image-size", type=positive_int, default=224, metavar="PX",
+                        help="images are resized to PX x PX before the model "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--box-threshold", type=float, default=0.2, metavar="T",
+                        help="each map's box keeps the pixels at T of its maximum or more, "
+                        "in [0, 1] (default: %(default)s, CAM's rule)")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=64, metavar="B",
                         help="images per chunk, the unit of resuming (default: %(default)s, "
                         "as evaluate_localization's)")  # fmt: skip
@@ -112,10 +120,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="chunks in parallel (joblib; default: 1)")  # fmt: skip
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run the chunks on a Dask scheduler (tcp://host:8786)")  # fmt: skip
-    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N")
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
+                        help="evaluate the first N images only (default: all)")  # fmt: skip
+    parser.add_argument("--device", default="auto",
+                        help="'auto', 'cpu', 'cuda', 'cuda:1'... "
+                        "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--examples", type=int, default=4, metavar="K",
-                        help="worst and best images per method in the sheet; 0: none")  # fmt: skip
+                        help="worst and best images per method in the sheet; 0: none "
+                        "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--faithfulness", type=positive_int, default=None, metavar="STEPS",
                         help="also score each top-1 map by deletion and insertion (RISE) in "
                         "STEPS steps; writes deletion_insertion.png")  # fmt: skip
@@ -170,7 +182,8 @@ def _check_dir(value: str, option: str) -> Path:
 def _resolve(spec: str, option: str):
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise CommandError(f"{option} must be 'package.module:function'; got {spec!r}")
+        built_in = f"'{EFFICIENTNET}' (the built-in model) or " if option == "--model" else ""
+        raise CommandError(f"{option} must be {built_in}'package.module:function'; got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -284,6 +297,14 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     except CommandError as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:
+        # Finished chunks are on disk; a rerun skips them.
+        print(
+            f"\n{_PROG}: interrupted; run the same command again to resume (the finished "
+            f"chunks in {args.out} are kept).",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _run(args) -> int:

@@ -397,3 +397,38 @@ def test_per_image_boxes_are_in_the_images_own_pixels(wsol_dir):
     ds = ImageBoxDataset.from_wsol(wsol_dir / "metadata", wsol_dir / "images", image_size=32)
     resized = [ds.boxes[i] for i in rows["image_index"]]
     np.testing.assert_allclose(rows["iou"], best_iou(model, resized), rtol=1e-12)
+
+
+# -- help, errors and interruptions ----------------------------------------------------------
+def test_every_option_has_help_and_says_its_default():
+    from sklearn_caf.cli._main import _build_parser
+
+    parser = _build_parser()
+    evaluate = parser._subparsers._group_actions[0].choices["evaluate"]
+    for action in evaluate._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help"
+        if action.default not in (None, False) and not action.required:
+            assert "default" in action.help, f"{action.option_strings[0]} hides its default"
+
+
+def test_an_unknown_model_name_points_at_the_built_in_one(wsol_dir, capsys):
+    args = _args(wsol_dir, wsol_dir / "out")
+    args[args.index("tinymodels:net")] = "resnet50"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'efficientnet-lite0' (the built-in model) or 'package.module:function'" in err
+
+
+def test_ctrl_c_says_how_to_resume(wsol_dir, capsys, monkeypatch):
+    import sklearn_caf.cli._evaluate as evaluate
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "_run", interrupted)
+    assert main(_args(wsol_dir, wsol_dir / "out")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; run the same command again to resume" in err
+    assert "Traceback" not in err
