@@ -139,7 +139,10 @@ def test_evaluate_writes_every_output_and_resumes(wsol_dir, capsys):
         ({"--dataset": "missing"}, "--dataset .*missing' does not exist"),
         ({"--image-root": "missing"}, "--image-root .*missing' does not exist"),
         ({"--out": "notadir.txt/run"}, "--out .* is not a writable directory"),
-        ({"--model": "tinymodels"}, "--model must be 'package.module:function'"),
+        (
+            {"--model": "tinymodels"},
+            r"--model must be 'efficientnet-lite0' \(the built-in model\) or 'package.module",
+        ),
         ({"--model": "no_such_module:net"}, "cannot import 'no_such_module'"),
         ({"--model": "tinymodels:nothing"}, "has no function 'nothing'"),
         ({"--model": "tinymodels:broken"}, "failed: RuntimeError: no weights here"),
