@@ -10,6 +10,7 @@ disk; :func:`make_wsol_dataset` makes a synthetic one.
 from . import _samples
 from ._checks import DatasetFormatError
 from ._image_box import ImageBoxDataset, NormalizeImage
+from ._presets import ModelPreset, model_preset
 from ._samples import load_sample_photos
 from ._synthetic import make_squares, make_wsol_dataset
 
@@ -21,8 +22,10 @@ __all__ = [
     "SAMPLE_PHOTO_NAMES",
     "DatasetFormatError",
     "ImageBoxDataset",
+    "ModelPreset",
     "NormalizeImage",
     "load_sample_photos",
     "make_squares",
     "make_wsol_dataset",
+    "model_preset",
 ]

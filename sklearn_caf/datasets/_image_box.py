@@ -71,6 +71,9 @@ class NormalizeImage:
         nothing.
     channels_last : bool, default=False
         Return ``(height, width, 3)`` (Keras) instead of ``(3, height, width)`` (PyTorch).
+    bgr : bool, default=False
+        Reverse the channels to BGR first (Caffe-trained models: keras.applications'
+        ResNet50 and VGG); ``mean`` and ``std`` are then in BGR order.
 
     Examples
     --------
@@ -88,12 +91,13 @@ class NormalizeImage:
     >>> lite = NormalizeImage(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
     """
 
-    def __init__(self, mean=None, std=None, *, channels_last: bool = False):
+    def __init__(self, mean=None, std=None, *, channels_last: bool = False, bgr: bool = False):
         self.mean = self._check_stat(mean, "mean", 0)
         self.std = self._check_stat(std, "std", 1)
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be positive; got {self.std}.")
         self.channels_last = bool(channels_last)
+        self.bgr = bool(bgr)
 
     @staticmethod
     def _check_stat(value, name, which):
@@ -112,6 +116,8 @@ class NormalizeImage:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         x = np.asarray(image, dtype=np.float32) / np.float32(255)
+        if self.bgr:
+            x = x[..., ::-1]
         if self.mean is not None:
             x -= np.asarray(self.mean, dtype=np.float32)
         if self.std is not None:
@@ -124,6 +130,8 @@ class NormalizeImage:
         args = [f"{k}={getattr(self, k)!r}" for k in ("mean", "std") if getattr(self, k)]
         if self.channels_last:
             args.append("channels_last=True")
+        if self.bgr:
+            args.append("bgr=True")
         return f"NormalizeImage({', '.join(args)})"
 
     def __eq__(self, other) -> bool:
