@@ -36,7 +36,8 @@ def _check_explainers(explainers: Any) -> dict:
     if not isinstance(explainers, Mapping) or not explainers:
         raise ValueError(
             "explainers must be a non-empty dict mapping method names to explainers, e.g. "
-            f"{{'gradcam': GradCAMExplainer(model=net, layer='layer4')}}; got {explainers!r}."
+            f"{{'gradcam': GradCAMExplainer(model=net, layer='layer4')}}; got "
+            f"{_describe(explainers)}."
         )
     for name, explainer in explainers.items():
         if not isinstance(name, str) or not name:
@@ -47,6 +48,17 @@ def _check_explainers(explainers: Any) -> dict:
                 f"GradCAMExplainer...); got {type(explainer).__name__}."
             )
     return dict(explainers)
+
+
+def _describe(value: Any) -> str:
+    """A short description of ``value`` for an error: its type and size, never the repr of
+    a model (hundreds of lines)."""
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a {type(value).__name__} of {len(value)} ({', '.join(kinds) or 'nothing'})"
+    if isinstance(value, Mapping):
+        return "an empty dict"
+    return f"a {type(value).__name__}"
 
 
 def _check_dataset(dataset: Any) -> int:

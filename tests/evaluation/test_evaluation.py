@@ -638,3 +638,20 @@ def test_the_manifest_names_explainers_by_their_public_path(wsol, tmp_path):
     assert resumed.complete
     assert_same_rows(resumed.per_image, first.per_image)
     assert resumed.config["explainers"] == first.config["explainers"]
+
+
+def test_a_list_of_explainers_is_refused_in_one_short_line(wsol):
+    # The message names what was given, not the repr of the models inside (a 20-line dump).
+    net = pooled_cnn()
+    with pytest.raises(
+        ValueError,
+        match=r"non-empty dict.*got a list of 2 \(GradCAMExplainer, L2CAFExplainer\)\.$",
+    ) as error:
+        evaluate_localization(
+            [GradCAMExplainer(model=net, layer="pool"), L2CAFExplainer(model=net, layer="pool")],
+            wsol,
+            progress=False,
+        )
+    assert "\n" not in str(error.value) and len(str(error.value)) < 250
+    with pytest.raises(ValueError, match=r"got an empty dict\.$"):
+        evaluate_localization({}, wsol, progress=False)
