@@ -283,6 +283,37 @@ def import_torchvision():
     return torchvision
 
 
+def with_random_head(vit):
+    """A torchvision ViT with its classifier re-drawn: torchvision zero-initializes it, and
+    every map of such a model is zero (Grad-CAM) or dead (L2-CAF), agreeing with anything."""
+    import torch
+
+    torch.manual_seed(1)
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.5)
+    return vit
+
+
+def tiny_vit():
+    """torchvision's VisionTransformer at 32 x 32 px: a 4 x 4 grid of patches after a class
+    token, two blocks of width 16, five classes; seeded, eval mode."""
+    import torch
+
+    import_torchvision()
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+        num_classes=5,
+    )
+    return with_random_head(vit).eval()
+
+
 def keras_twin(net):
     """A Keras 3 copy of a torch model of this file: same layer names, same weights, NHWC.
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from conftest import import_tensorflow, import_torchvision  # noqa: E402
+from conftest import import_tensorflow, import_torchvision, tiny_vit  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sklearn_caf import FeatureMapExtractor, GradCAMExplainer, L2CAFExplainer  # noqa: E402
@@ -50,23 +50,9 @@ def test_torchvision_architectures(name, expected, shape):
 def test_a_vision_transformer_gets_its_last_blocks_ln_1():
     # Every later token output reaches the class token only through itself: no gradient on
     # the patches there, so the rule walks back to the attention's input.
-    torchvision = import_torchvision()
-    from torchvision.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(0)
-    vit = VisionTransformer(
-        image_size=32,
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        mlp_dim=32,
-        num_classes=5,
-    )
-    nn.init.normal_(vit.heads.head.weight, std=0.5)
-    del torchvision
+    vit = tiny_vit()
     images = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    explainer = L2CAFExplainer(model=vit.eval(), layer="auto").fit(images)
+    explainer = L2CAFExplainer(model=vit, layer="auto").fit(images)
     assert explainer.layer_ == "encoder.layers.encoder_layer_1.ln_1"
     assert (explainer.layout_, explainer.grid_) == ("tokens", (4, 4))
     assert explainer.transform(images).shape == (2, 32, 32)

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from conftest import import_tensorflow, import_torchvision  # noqa: E402
+from conftest import (  # noqa: E402
+    import_tensorflow,
+    import_torchvision,
+    tiny_vit,
+    with_random_head,
+)
 from torch import nn  # noqa: E402
 
 from sklearn_caf import GradCAMExplainer, L2CAFExplainer  # noqa: E402
@@ -237,31 +242,6 @@ def vit_last_block_wrapper(vit, grid):
             return v.heads(encoder.ln(x)[:, 0])
 
     return Wrapped().eval()
-
-
-def tiny_vit():
-    import_torchvision()
-    from torchvision.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(0)
-    vit = VisionTransformer(
-        image_size=32,
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        mlp_dim=32,
-        num_classes=5,
-    )
-    return with_random_head(vit).eval()
-
-
-def with_random_head(vit):
-    # torchvision zero-initializes a ViT's classifier: every map of such a model is zero
-    # (Grad-CAM) or dead (L2-CAF), and would agree with anything.
-    torch.manual_seed(1)
-    nn.init.normal_(vit.heads.head.weight, std=0.5)
-    return vit
 
 
 @pytest.mark.parametrize(
