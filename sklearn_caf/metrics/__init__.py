@@ -12,6 +12,9 @@ are covered by :func:`localization_correct` and :func:`localization_accuracy`:
 - *Top-k* (the ILSVRC rule): correct when one of the ``k`` guesses names the true class and the
   box of that guess reaches the IoU threshold.
 
+PxAP (:func:`pixel_average_precision`, :func:`pixel_precision_recall_curve`) scores heatmaps
+against pixel masks, as wsolevaluation's ``MaskEvaluator`` (OpenImages30k).
+
 :func:`attention_sparsity` scores how focused attention maps are (BR-NPA's sparsity).
 """
 
@@ -31,6 +34,7 @@ from ._max_box_acc import (
     max_box_accuracy,
     max_box_accuracy_from_curves,
 )
+from ._pxap import pixel_average_precision, pixel_precision_recall_curve
 from ._retrieval import clustering_nmi, recall_at_k
 
 #: The threshold grid of MaxBoxAcc, ``np.arange(0, 1, 0.01)`` (as in Choe et al.).
@@ -58,5 +62,7 @@ __all__ = [
     "localization_correct",
     "max_box_accuracy",
     "max_box_accuracy_from_curves",
+    "pixel_average_precision",
+    "pixel_precision_recall_curve",
     "recall_at_k",
 ]
