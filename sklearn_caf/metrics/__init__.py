@@ -34,7 +34,12 @@ from ._max_box_acc import (
     max_box_accuracy,
     max_box_accuracy_from_curves,
 )
-from ._pxap import pixel_average_precision, pixel_precision_recall_curve
+from ._pxap import (
+    pixel_average_precision,
+    pixel_average_precision_from_histograms,
+    pixel_precision_recall_curve,
+    pixel_score_histograms,
+)
 from ._retrieval import clustering_nmi, recall_at_k
 
 #: The threshold grid of MaxBoxAcc, ``np.arange(0, 1, 0.01)`` (as in Choe et al.).
@@ -63,6 +68,8 @@ __all__ = [
     "max_box_accuracy",
     "max_box_accuracy_from_curves",
     "pixel_average_precision",
+    "pixel_average_precision_from_histograms",
     "pixel_precision_recall_curve",
+    "pixel_score_histograms",
     "recall_at_k",
 ]

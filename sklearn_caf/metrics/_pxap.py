@@ -56,11 +56,11 @@ def _check_binary(values, shape, *, name):
     return arr.astype(bool)
 
 
-def _pixel_counts(heatmaps, masks, ignore, thresholds, normalize):
-    """True and false positives per bin edge, in the reference's decreasing order.
+def _histograms(heatmaps, masks, ignore, thresholds, normalize):
+    """Per image, the counted foreground and background pixels in each bin, (n, T + 1) each.
 
-    Returns ``tp, fp, n_true`` where ``tp[i]``/``fp[i]`` count the foreground/background
-    pixels scored ``>= edge_i`` for the edges ``[2, 1, t_(n-1), ..., t_0]``.
+    Bin ``k`` holds the scores in ``[t_k, t_(k+1))``, the last one ``[1, 2)``; the scores
+    below ``t_0`` are in no bin.
     """
     maps = _check_map_batch(heatmaps)
     fg = _check_binary(masks, maps.shape, name="masks")
@@ -76,13 +76,29 @@ def _pixel_counts(heatmaps, masks, ignore, thresholds, normalize):
             f"[{maps.min()}, {maps.max()}]."
         )
     edges = np.concatenate([thresholds, [1.0, 2.0]])
+    n_bins = len(thresholds) + 1
     # Bin k holds the scores in [edges[k], edges[k + 1]); -1 the scores below thresholds[0].
-    bins = np.searchsorted(edges, maps[counted], side="right") - 1
-    fg_counted = fg[counted]
-    keep = bins >= 0
-    n_bins = len(edges)
-    true_hist = np.bincount(bins[keep & fg_counted], minlength=n_bins)
-    false_hist = np.bincount(bins[keep & ~fg_counted], minlength=n_bins)
+    bins = np.searchsorted(edges, maps, side="right") - 1
+    bins = np.where(counted & (bins >= 0), bins, n_bins)  # n_bins: counted nowhere
+    bins += (np.arange(len(maps)) * (n_bins + 1))[:, None, None]
+    size = len(maps) * (n_bins + 1)
+    true_hist = np.bincount(bins[fg], minlength=size).reshape(len(maps), -1)[:, :n_bins]
+    false_hist = np.bincount(bins[~fg], minlength=size).reshape(len(maps), -1)[:, :n_bins]
+    return true_hist, false_hist
+
+
+def _pixel_counts(heatmaps, masks, ignore, thresholds, normalize):
+    """True and false positives per bin edge, in the reference's decreasing order."""
+    true_hist, false_hist = _histograms(heatmaps, masks, ignore, thresholds, normalize)
+    return _accumulate(true_hist.sum(axis=0), false_hist.sum(axis=0))
+
+
+def _accumulate(true_hist, false_hist):
+    """``tp, fp, n_true`` from set-wide histograms: ``tp[i]``/``fp[i]`` count the
+    foreground/background pixels scored ``>= edge_i`` for the edges
+    ``[2, 1, t_(n-1), ..., t_0]`` (the ``>= 2`` point is empty)."""
+    true_hist = np.append(true_hist, 0)  # the reference's [2, 3] bin
+    false_hist = np.append(false_hist, 0)
     tp = true_hist[::-1].cumsum().astype(np.float64)
     fp = false_hist[::-1].cumsum().astype(np.float64)
     n_true = float(true_hist.sum())
@@ -233,4 +249,116 @@ def pixel_average_precision(
     """
     grid = _check_threshold_grid(thresholds)
     tp, fp, n_true = _pixel_counts(heatmaps, masks, ignore, grid, normalize)
+    return _curve_and_ap(tp, fp, n_true)[2]
+
+
+@validate_params(
+    {
+        "heatmaps": ["array-like"],
+        "masks": ["array-like"],
+        "ignore": ["array-like", None],
+        "thresholds": ["array-like", None],
+        "normalize": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def pixel_score_histograms(
+    heatmaps, masks, *, ignore=None, thresholds=None, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, how many foreground and background pixels score in each threshold bin.
+
+    What ``MaskEvaluator.accumulate`` adds up, image by image: PxAP needs only these counts
+    summed over the set (:func:`pixel_average_precision_from_histograms`), so a set can be
+    scored in chunks. Bin ``k`` holds the scores in ``[thresholds[k], thresholds[k + 1])``,
+    the last bin ``[1, 2)`` (the scores equal to 1); ignored background pixels and pixels
+    scored below ``thresholds[0]`` are in no bin.
+
+    Parameters
+    ----------
+    heatmaps : array-like of shape (n_images, height, width)
+        Heatmaps with finite real values.
+    masks : array-like of shape (n_images, height, width)
+        Ground-truth foreground, boolean (or 0/1).
+    ignore : array-like of shape (n_images, height, width), default=None
+        Regions left out of the counts; foreground pixels in them still count.
+    thresholds : array-like of shape (n_thresholds,), default=None
+        Strictly increasing thresholds in [0, 1); ``None`` is :data:`DEFAULT_THRESHOLDS`.
+    normalize : bool, default=True
+        Min-max normalize each map first; with False the maps must lie in [0, 1].
+
+    Returns
+    -------
+    true_hist : ndarray of shape (n_images, n_thresholds + 1), int64
+        Foreground pixels per bin.
+    false_hist : ndarray of shape (n_images, n_thresholds + 1), int64
+        Counted background pixels per bin.
+
+    See Also
+    --------
+    pixel_average_precision_from_histograms : PxAP from these counts.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_caf.metrics import pixel_score_histograms
+    >>> heatmap = np.array([[[0.0, 0.5, 1.0]]])
+    >>> mask = np.array([[[False, True, True]]])
+    >>> pixel_score_histograms(heatmap, mask, thresholds=[0.0, 0.5])
+    (array([[0, 1, 1]]), array([[1, 0, 0]]))
+    """
+    grid = _check_threshold_grid(thresholds)
+    true_hist, false_hist = _histograms(heatmaps, masks, ignore, grid, normalize)
+    return true_hist.astype(np.int64), false_hist.astype(np.int64)
+
+
+@validate_params(
+    {"true_hist": ["array-like"], "false_hist": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def pixel_average_precision_from_histograms(true_hist, false_hist) -> float:
+    """PxAP from the per-image counts of :func:`pixel_score_histograms`, summed over images.
+
+    Equal to :func:`pixel_average_precision` on the same maps, masks and thresholds.
+
+    Parameters
+    ----------
+    true_hist : array-like of shape (n_images, n_bins) or (n_bins,)
+        Foreground pixels per bin (bins in increasing threshold order, the last ``[1, 2)``).
+    false_hist : array-like of the same shape
+        Counted background pixels per bin.
+
+    Returns
+    -------
+    pxap : float
+        The pixel average precision, in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_caf.metrics import (pixel_average_precision_from_histograms,
+    ...                                  pixel_score_histograms)
+    >>> heatmaps = np.array([[[0.0, 0.5, 1.0]], [[1.0, 0.0, 0.2]]])
+    >>> masks = np.array([[[False, True, True]], [[False, False, True]]])
+    >>> t, f = pixel_score_histograms(heatmaps, masks, thresholds=[0.0, 0.5])
+    >>> pixel_average_precision_from_histograms(t, f)
+    0.5555555555555556
+    """
+    true_hist = np.asarray(true_hist)
+    false_hist = np.asarray(false_hist)
+    for name, hist in (("true_hist", true_hist), ("false_hist", false_hist)):
+        if hist.dtype.kind not in "biuf" or hist.ndim not in (1, 2) or hist.shape[-1] < 2:
+            raise ValueError(
+                f"{name} must be a 1-D or 2-D array of counts with at least 2 bins; got "
+                f"shape {hist.shape} and dtype {hist.dtype}."
+            )
+        if not np.isfinite(hist).all() or (hist < 0).any():
+            raise ValueError(f"{name} must hold non-negative counts.")
+    if true_hist.shape != false_hist.shape:
+        raise ValueError(
+            f"true_hist and false_hist must have one shape; got {true_hist.shape} and "
+            f"{false_hist.shape}."
+        )
+    if true_hist.ndim == 2:
+        true_hist, false_hist = true_hist.sum(axis=0), false_hist.sum(axis=0)
+    tp, fp, n_true = _accumulate(true_hist.astype(np.float64), false_hist.astype(np.float64))
     return _curve_and_ap(tp, fp, n_true)[2]

@@ -7,7 +7,9 @@ import pytest
 from sklearn_caf.metrics import (
     DEFAULT_THRESHOLDS,
     pixel_average_precision,
+    pixel_average_precision_from_histograms,
     pixel_precision_recall_curve,
+    pixel_score_histograms,
 )
 
 
@@ -188,3 +190,27 @@ def test_reference_raises_where_we_raise():
         reference_pxap(maps, np.zeros((1, 3, 3)), np.zeros((1, 3, 3)), DEFAULT_THRESHOLDS)
     with pytest.raises(ValueError):
         pixel_average_precision(maps, np.zeros((1, 3, 3), bool))
+
+
+def test_histograms_summed_over_chunks_give_the_same_pxap():
+    rng = np.random.default_rng(6)
+    maps = rng.random((9, 10, 12)) ** 3
+    masks = rng.random((9, 10, 12)) < maps
+    ignores = rng.random((9, 10, 12)) < 0.15
+    whole = check_against_reference(maps, masks, ignores)
+    true_hist, false_hist = pixel_score_histograms(maps, masks, ignore=ignores)
+    assert true_hist.shape == false_hist.shape == (9, len(DEFAULT_THRESHOLDS) + 1)
+    # Every counted pixel is in exactly one bin (the grid starts at 0).
+    np.testing.assert_array_equal(true_hist.sum(axis=1), masks.sum(axis=(1, 2)))
+    np.testing.assert_array_equal(false_hist.sum(axis=1), (~masks & ~ignores).sum(axis=(1, 2)))
+    assert pixel_average_precision_from_histograms(true_hist, false_hist) == whole
+    parts = [
+        pixel_score_histograms(maps[s], masks[s], ignore=ignores[s])
+        for s in (slice(0, 4), slice(4, 9))
+    ]
+    summed = [parts[0][k].sum(axis=0) + parts[1][k].sum(axis=0) for k in (0, 1)]
+    assert pixel_average_precision_from_histograms(*summed) == whole
+    with pytest.raises(ValueError, match="one shape"):
+        pixel_average_precision_from_histograms(true_hist, false_hist[:, 1:])
+    with pytest.raises(ValueError, match="false_hist must hold non-negative"):
+        pixel_average_precision_from_histograms(true_hist, -false_hist)
