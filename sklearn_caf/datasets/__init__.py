@@ -9,6 +9,7 @@ disk; :func:`make_wsol_dataset` makes a synthetic one.
 
 from . import _samples
 from ._checks import DatasetFormatError
+from ._formats import load_wsol_masks
 from ._image_box import ImageBoxDataset, NormalizeImage
 from ._samples import load_sample_photos
 from ._synthetic import make_squares, make_wsol_dataset
@@ -23,6 +24,7 @@ __all__ = [
     "ImageBoxDataset",
     "NormalizeImage",
     "load_sample_photos",
+    "load_wsol_masks",
     "make_squares",
     "make_wsol_dataset",
 ]
