@@ -869,6 +869,39 @@ class ImageBoxDataset:
         """Whether the dataset carries pixel masks (PxAP's ground truth)."""
         return self._masks is not None
 
+    def with_masks(self, masks, ignore=None) -> ImageBoxDataset:
+        """The same dataset carrying pixel masks (PxAP's ground truth), for any format.
+
+        Parameters
+        ----------
+        masks : array-like of shape (n_images, height, width), bool
+            Foreground masks at ``image_size`` (0/1 or boolean), in the dataset's order; e.g.
+            from :func:`~sklearn_caf.datasets.load_wsol_masks` with ``image_ids=ds.ids`` and
+            ``image_size=ds.image_size``.
+        ignore : array-like of shape (n_images, height, width), bool, optional
+            Regions left out of PxAP's counts.
+
+        Returns
+        -------
+        ImageBoxDataset
+            A new dataset; this one is unchanged. The masks count in its fingerprint.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_caf.datasets import make_wsol_dataset
+        >>> ds = make_wsol_dataset(2, image_size=16, random_state=0)
+        >>> masked = ds.with_masks(np.ones((2, 16, 16), bool))
+        >>> ds.has_masks, masked.has_masks
+        (False, True)
+        """
+        masks, ignore = _check_masks(masks, ignore, (len(self), *self._image_size))
+        if masks is None:
+            raise ValueError("masks must be an array of shape (n_images, height, width).")
+        new = self.subset(slice(None))
+        new._masks, new._ignore = masks, ignore
+        return new
+
     def load_masks(self, indices=None) -> tuple[np.ndarray, np.ndarray]:
         """The foreground masks and ignore regions of some images, at ``image_size``.
 

@@ -76,3 +76,21 @@ def test_mask_errors_name_the_parameter():
         )
     with pytest.raises(ValueError, match="ignore needs masks"):
         ImageBoxDataset.from_arrays(images, [0, 0], boxes, ignore=np.zeros((2, 4, 4)))
+
+
+def test_with_masks_adds_masks_to_any_dataset():
+    from sklearn_caf.datasets import make_wsol_dataset
+
+    ds = make_wsol_dataset(4, image_size=16, random_state=0)
+    m = np.random.default_rng(1).random((4, 16, 16)) < 0.5
+    masked = ds.with_masks(m.astype(int), ignore=~m)
+    assert not ds.has_masks and masked.has_masks
+    np.testing.assert_array_equal(masked.load_masks([3, 1])[0], m[[3, 1]])
+    np.testing.assert_array_equal(masked.load_masks()[1], ~m)
+    assert masked.ids == ds.ids and masked.labels.tolist() == ds.labels.tolist()
+    assert masked.fingerprint() != ds.fingerprint()
+    np.testing.assert_array_equal(masked.subset([2]).load_masks()[0], m[[2]])
+    with pytest.raises(ValueError, match=r"masks must have shape \(4, 16, 16\)"):
+        ds.with_masks(m[:3])
+    with pytest.raises(ValueError, match="masks must be an array"):
+        ds.with_masks(None)

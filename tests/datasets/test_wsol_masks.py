@@ -112,3 +112,24 @@ def test_format_errors_name_the_file_and_line(layout, tmp_path):
         load_wsol_masks(meta, root, image_ids=["a.jpg", "d.jpg"])
     with pytest.raises(ValueError, match="image_size"):
         load_wsol_masks(meta, root, image_size=0)
+
+
+def test_masks_attach_to_a_dataset_on_disk(layout, tmp_path):
+    from sklearn_caf.datasets import ImageBoxDataset
+
+    meta, root, _ = layout
+    images = tmp_path / "images"
+    for name, (h, w) in {"a.jpg": (37, 53), "c.jpg": (5, 7)}.items():
+        save(images / name, np.zeros((h, w, 3)))
+    wsol = tmp_path / "wsol"
+    wsol.mkdir()
+    (wsol / "image_ids.txt").write_text("c.jpg\na.jpg\n")
+    (wsol / "class_labels.txt").write_text("a.jpg,0\nc.jpg,1\n")
+    (wsol / "localization.txt").write_text("a.jpg,0,0,9,9\nc.jpg,1,1,3,3\n")
+    ds = ImageBoxDataset.from_wsol(wsol, images, image_size=(24, 20))
+    ids, masks, ignore = load_wsol_masks(meta, root, image_size=ds.image_size, image_ids=ds.ids)
+    assert ids == ds.ids
+    masked = ds.with_masks(masks, ignore)
+    assert masked.has_masks and masked.ids == ["c.jpg", "a.jpg"]
+    np.testing.assert_array_equal(masked.load_masks([1])[0], masks[[1]])
+    assert masked[0][0].shape == (3, 24, 20)  # the images are still read from disk
