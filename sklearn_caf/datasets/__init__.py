@@ -9,6 +9,7 @@ disk; :func:`make_wsol_dataset` makes a synthetic one.
 
 from . import _samples
 from ._checks import DatasetFormatError
+from ._formats import load_wsol_masks
 from ._image_box import ImageBoxDataset, NormalizeImage
 from ._presets import ModelPreset, model_preset
 from ._samples import load_sample_photos
@@ -25,6 +26,7 @@ __all__ = [
     "ModelPreset",
     "NormalizeImage",
     "load_sample_photos",
+    "load_wsol_masks",
     "make_squares",
     "make_wsol_dataset",
     "model_preset",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import import_optional
 from ._checks import DatasetFormatError, _box_problem, _check_image_size
 
 BOX_CONVENTIONS = ("edges", "inclusive", "one_based")
@@ -733,3 +734,122 @@ def read_voc(
         fmt="voc",
         clip_boxes=clip_boxes,
     )
+
+
+def _nearest_indices(src: int, dst: int) -> np.ndarray:
+    """OpenCV's ``INTER_NEAREST`` source index of each of `dst` pixels: ``floor(d / scale)``
+    with ``scale = dst / src`` in float64, capped at ``src - 1``."""
+    inverse = 1.0 / (dst / src)
+    return np.minimum(np.floor(np.arange(dst) * inverse).astype(np.int64), src - 1)
+
+
+def _read_mask(path: Path, size) -> np.ndarray:
+    """A mask file as wsolevaluation reads it: grayscale, nearest-resized, ``> 0.5``."""
+    Image = import_optional("PIL.Image", needed_by="Reading mask files")
+    if not path.is_file():
+        raise FileNotFoundError(f"the mask file {str(path)!r} does not exist.")
+    with Image.open(path) as image:
+        gray = np.asarray(image.convert("L"), dtype=np.float32)
+    rows = _nearest_indices(gray.shape[0], size[0])
+    cols = _nearest_indices(gray.shape[1], size[1])
+    return gray[rows[:, None], cols[None, :]] > 0.5
+
+
+def load_wsol_masks(metadata_dir, mask_root, *, image_size=224, image_ids=None):
+    """Masks and ignore regions in wsolevaluation's OpenImages30k layout, for PxAP.
+
+    ``metadata_dir/localization.txt`` holds ``path,mask_path,ignore_path`` lines: one line
+    per instance mask, several for an image with several instances, the ignore mask named on
+    the image's first line only (the others leave the field empty). Mask files are read as
+    wsolevaluation's ``MaskEvaluator`` reads them: grayscale, resized to `image_size` with
+    OpenCV's nearest-neighbour rule (``INTER_NEAREST``, reproduced without OpenCV), kept
+    where ``> 0.5``; the instances are united, and the ignore region is the ignore mask
+    minus the foreground. Pass the result to
+    :meth:`ImageBoxDataset.from_arrays <sklearn_caf.datasets.ImageBoxDataset.from_arrays>`
+    (``masks=``, ``ignore=``) or straight to
+    :func:`~sklearn_caf.metrics.pixel_average_precision`.
+
+    Parameters
+    ----------
+    metadata_dir : str or path
+        The folder of ``localization.txt`` (e.g. ``metadata/OpenImages/test``).
+    mask_root : str or path
+        The folder the mask paths are relative to.
+    image_size : int or (int, int), default=224
+        ``(height, width)`` of the masks returned (an int for a square); the reference uses
+        224.
+    image_ids : sequence of str, default=None
+        The images wanted, in this order; None is every image of ``localization.txt`` in the
+        order of its first line.
+
+    Returns
+    -------
+    ids : list of str
+        The image paths.
+    masks : ndarray of shape (n_images, height, width), bool
+        The foreground of each image.
+    ignore : ndarray of shape (n_images, height, width), bool
+        The ignore region of each image (all False where none is named).
+
+    Raises
+    ------
+    DatasetFormatError
+        Naming the file and line: a line without three fields, an empty mask path, an
+        ignore mask named twice for one image.
+    FileNotFoundError
+        If ``localization.txt``, a mask file or a folder is missing.
+    KeyError
+        If an id of `image_ids` has no line.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from sklearn_caf.datasets import load_wsol_masks
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> mask = np.zeros((4, 4), np.uint8)
+    >>> mask[:2, :2] = 255
+    >>> Image.fromarray(mask).save(root / "m.png")
+    >>> _ = (root / "localization.txt").write_text("a.jpg,m.png,\\n")
+    >>> ids, masks, ignore = load_wsol_masks(root, root, image_size=8)
+    >>> ids, masks.shape, int(masks.sum()), bool(ignore.any())
+    (['a.jpg'], (1, 8, 8), 16, False)
+    """
+    metadata_dir = _check_dir(metadata_dir, "metadata_dir")
+    mask_root = _check_dir(mask_root, "mask_root")
+    size = _check_image_size(image_size)
+    path = metadata_dir / "localization.txt"
+    mask_files: dict[str, list[str]] = {}
+    ignore_files: dict[str, str] = {}
+    for number, text in _lines(path):
+        fields = text.rsplit(",", 2)
+        if len(fields) != 3 or not fields[0].strip() or not fields[1].strip():
+            raise DatasetFormatError(
+                path, number, f"expected 'path,mask_path,ignore_path'; got {text!r}."
+            )
+        image_id, mask_path, ignore_path = (f.strip() for f in fields)
+        if image_id in mask_files and ignore_path:
+            raise DatasetFormatError(
+                path,
+                number,
+                f"{image_id!r} already has its ignore mask on an earlier line; only its first "
+                "line names one.",
+            )
+        if image_id not in mask_files:
+            mask_files[image_id] = []
+            if ignore_path:
+                ignore_files[image_id] = ignore_path
+        mask_files[image_id].append(mask_path)
+    ids = list(mask_files) if image_ids is None else [str(i) for i in image_ids]
+    missing = [i for i in ids if i not in mask_files]
+    if missing:
+        raise KeyError(f"{len(missing)} image_ids have no line in {str(path)!r}: {missing[:5]}")
+    masks = np.zeros((len(ids), *size), dtype=bool)
+    ignore = np.zeros((len(ids), *size), dtype=bool)
+    for k, image_id in enumerate(ids):
+        for mask_path in mask_files[image_id]:
+            masks[k] |= _read_mask(mask_root / mask_path, size)
+        if image_id in ignore_files:
+            ignore[k] = _read_mask(mask_root / ignore_files[image_id], size) & ~masks[k]
+    return ids, masks, ignore

@@ -270,6 +270,8 @@ class ImageBoxDataset:
         channels_last=False,
         format="arrays",
         provenance=None,
+        masks=None,
+        ignore=None,
     ):
         # Not for direct use: the from_* constructors check their input and call this.
         self._ids = list(ids)
@@ -297,6 +299,9 @@ class ImageBoxDataset:
         self._format = format
         # For error messages raised at access: where each image, size and box came from.
         self._provenance = provenance
+        # Pixel masks at image_size (boolean (n, height, width)), or None: PxAP's ground truth.
+        self._masks = masks
+        self._ignore = ignore
         # What reading an image teaches (its size; its boxes checked or clipped against it),
         # kept apart from the metadata so that the fingerprint never depends on access.
         # Clipped boxes go into a dict (one atomic assignment per image, before its size is
@@ -326,6 +331,8 @@ class ImageBoxDataset:
         channels_last: bool = False,
         classes: Sequence[str] | None = None,
         n_classes: int | None = None,
+        masks=None,
+        ignore=None,
     ) -> ImageBoxDataset:
         """A dataset of images already in memory and model-ready.
 
@@ -346,6 +353,12 @@ class ImageBoxDataset:
             Class names, ``classes[label]``.
         n_classes : int, optional
             Number of classes, when some do not occur in ``labels``.
+        masks : array-like of shape (n, height, width), bool, optional
+            Ground-truth foreground masks (0/1 or boolean) at the images' size, for PxAP
+            (:func:`~sklearn_caf.metrics.pixel_average_precision`); see :meth:`load_masks`.
+        ignore : array-like of shape (n, height, width), bool, optional
+            Regions left out of PxAP's counts (OpenImages30k's ignore boxes); needs
+            ``masks``.
 
         Returns
         -------
@@ -355,8 +368,8 @@ class ImageBoxDataset:
         ------
         ValueError
             If the shapes disagree, a label is negative or not below ``n_classes``, a box is
-            empty or outside its image, or an image holds NaN or infinite pixels (a memmap's
-            images are checked as they are loaded).
+            empty or outside its image, an image holds NaN or infinite pixels (a memmap's
+            images are checked as they are loaded), or a mask is not boolean.
 
         Examples
         --------
@@ -383,6 +396,7 @@ class ImageBoxDataset:
         image_size = images.shape[1:3] if channels_last else images.shape[2:4]
         labels = _check_labels(labels, n, n_classes, classes)
         box_data, offsets = _check_array_boxes(boxes, n, image_size)
+        masks, ignore = _check_masks(masks, ignore, (n, *image_size))
         if images.dtype.kind == "f" and not isinstance(images, np.memmap):
             # In memory: checked now, a block at a time (a memmap is checked as it is read).
             for start in range(0, n, 256):
@@ -407,6 +421,8 @@ class ImageBoxDataset:
             n_classes=n_classes,
             channels_last=bool(channels_last),
             preprocess=None,
+            masks=masks,
+            ignore=ignore,
         )
 
     @classmethod
@@ -835,6 +851,8 @@ class ImageBoxDataset:
             channels_last=self._channels_last,
             format=self._format,
             provenance=provenance,
+            masks=None if self._masks is None else self._masks[positions],
+            ignore=None if self._ignore is None else self._ignore[positions],
         )
 
     # -- attributes ---------------------------------------------------------------------------
@@ -853,6 +871,87 @@ class ImageBoxDataset:
     @property
     def image_size(self) -> tuple[int, int]:
         return self._image_size
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the dataset carries pixel masks (PxAP's ground truth)."""
+        return self._masks is not None
+
+    def with_masks(self, masks, ignore=None) -> ImageBoxDataset:
+        """The same dataset carrying pixel masks (PxAP's ground truth), for any format.
+
+        Parameters
+        ----------
+        masks : array-like of shape (n_images, height, width), bool
+            Foreground masks at ``image_size`` (0/1 or boolean), in the dataset's order; e.g.
+            from :func:`~sklearn_caf.datasets.load_wsol_masks` with ``image_ids=ds.ids`` and
+            ``image_size=ds.image_size``.
+        ignore : array-like of shape (n_images, height, width), bool, optional
+            Regions left out of PxAP's counts.
+
+        Returns
+        -------
+        ImageBoxDataset
+            A new dataset; this one is unchanged. The masks count in its fingerprint.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_caf.datasets import make_wsol_dataset
+        >>> ds = make_wsol_dataset(2, image_size=16, random_state=0)
+        >>> masked = ds.with_masks(np.ones((2, 16, 16), bool))
+        >>> ds.has_masks, masked.has_masks
+        (False, True)
+        """
+        masks, ignore = _check_masks(masks, ignore, (len(self), *self._image_size))
+        if masks is None:
+            raise ValueError("masks must be an array of shape (n_images, height, width).")
+        new = self.subset(slice(None))
+        new._masks, new._ignore = masks, ignore
+        return new
+
+    def load_masks(self, indices=None) -> tuple[np.ndarray, np.ndarray]:
+        """The foreground masks and ignore regions of some images, at ``image_size``.
+
+        Parameters
+        ----------
+        indices : array-like of int, default=None
+            Positions in the dataset; None is every image.
+
+        Returns
+        -------
+        masks : ndarray of shape (k, height, width), bool
+            The foreground of each image.
+        ignore : ndarray of shape (k, height, width), bool
+            The regions PxAP leaves out (all False where none were given).
+
+        Raises
+        ------
+        ValueError
+            If the dataset has no masks (:attr:`has_masks` is False).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_caf.datasets import ImageBoxDataset
+        >>> masks = np.zeros((1, 4, 4), bool)
+        >>> masks[0, 1:3, 1:3] = True
+        >>> ds = ImageBoxDataset.from_arrays(np.zeros((1, 3, 4, 4)), [0], [[1, 1, 3, 3]],
+        ...                                  masks=masks)
+        >>> m, ignore = ds.load_masks([0])
+        >>> int(m.sum()), bool(ignore.any())
+        (4, False)
+        """
+        if self._masks is None:
+            raise ValueError(
+                "this dataset has no masks; build it with ImageBoxDataset.from_arrays(..., "
+                "masks=...) to score PxAP."
+            )
+        positions = self._positions(indices)
+        masks = np.asarray(self._masks[positions], dtype=bool)
+        if self._ignore is None:
+            return masks, np.zeros_like(masks)
+        return masks, np.asarray(self._ignore[positions], dtype=bool)
 
     @property
     def n_classes(self) -> int:
@@ -984,6 +1083,10 @@ class ImageBoxDataset:
         add("image_size", repr(self._image_size).encode())
         add("classes", repr(self._classes).encode())
         add("n_classes", str(self.n_classes).encode())
+        if self._masks is not None:  # absent: the fingerprints of mask-less sets are unchanged
+            add("masks", np.packbits(self._masks).tobytes())
+            if self._ignore is not None:
+                add("ignore", np.packbits(self._ignore).tobytes())
         if self._images is not None:
             add("layout", str(self._channels_last).encode())
             pixels = hashlib.sha256()
@@ -1124,6 +1227,31 @@ def _check_labels(labels, n, n_classes, classes) -> np.ndarray:
         what = f"len(classes)={limit}" if classes is not None else f"n_classes={limit}"
         raise ValueError(f"labels must be below {what}; got {array.max()}.")
     return array.astype(np.int64)
+
+
+def _check_masks(masks, ignore, shape):
+    """`masks` and `ignore` as boolean arrays of `shape` (None stays None)."""
+    if masks is None:
+        if ignore is not None:
+            raise ValueError("ignore needs masks: pass the foreground masks too.")
+        return None, None
+    out = []
+    for name, values in (("masks", masks), ("ignore", ignore)):
+        if values is None:
+            out.append(None)
+            continue
+        arr = np.asarray(values)
+        if arr.shape != shape:
+            raise ValueError(
+                f"{name} must have shape {shape}, (n, height, width) of the images; got "
+                f"{arr.shape}."
+            )
+        if arr.dtype != bool:
+            if arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"{name} must be boolean (or hold only 0 and 1).")
+            arr = arr.astype(bool)
+        out.append(arr.copy())
+    return out[0], out[1]
 
 
 def _check_array_boxes(boxes, n, image_size) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,10 @@ pixels at ``box_threshold`` or more, as in CAM):
   ``protocol``: by default wsolevaluation's ``BoxEvaluator`` exactly (``"wsol"``, the
   numbers of published WSOL tables), or the library's tight pixel boxes
   (``"sklearn-caf"``); see :ref:`protocols`.
+- ``pxap`` (datasets with masks: ``ImageBoxDataset.from_arrays(..., masks=, ignore=)``):
+  PxAP (Choe et al., CVPR 2020) of the true class's maps, the pixel precision-recall curve
+  over ``thresholds`` with true and false positives summed over every pixel of the set, as
+  wsolevaluation's ``MaskEvaluator`` (:func:`~sklearn_caf.metrics.pixel_average_precision`).
 - Retrieval (L2-CAF paper, Table 3): ``recall_at_1`` (nearest neighbour by cosine similarity
   over the evaluated images, the query excluded), ``nmi`` (k-means on the L2-normalized
   embeddings), ``retrieval_loc``: the nearest neighbour has the query's label *and* the box is

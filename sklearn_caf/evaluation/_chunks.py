@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..boxes import heatmaps_to_boxes
-from ..metrics import IOU_THRESHOLD, best_iou, box_iou_curve_pair
+from ..metrics import IOU_THRESHOLD, best_iou, box_iou_curve_pair, pixel_score_histograms
 from ._faithfulness import _trapezoid, faithfulness_curves
 from ._store import _arrow_columns, _parquet
 
@@ -102,6 +102,8 @@ def _chunk_rows(
     """
     images, labels, true_boxes = dataset.load(np.asarray(local))
     labels = np.asarray(labels, dtype=np.int64)
+    # Pixel masks (PxAP's ground truth) where the dataset carries them.
+    masks = dataset.load_masks(np.asarray(local)) if getattr(dataset, "has_masks", False) else None
     # The images' own frame, for the reported boxes; a dataset without one (or arrays) is
     # reported in the model's frame.
     if hasattr(dataset, "original_sizes") and hasattr(dataset, "original_boxes"):
@@ -158,6 +160,20 @@ def _chunk_rows(
         curves_v1, curves_v2 = box_iou_curve_pair(
             heatmaps, row_boxes, thresholds=thresholds, protocol=protocol
         )
+        pxap_hists = None
+        if masks is not None:
+            if masks[0].shape[1:] != heatmaps.shape[1:]:
+                raise ValueError(
+                    f"the dataset's masks are {masks[0].shape[1:]} but {name!r}'s heatmaps are "
+                    f"{heatmaps.shape[1:]}; masks must have the maps' (model-ready) size."
+                )
+            # PxAP's grid: the run's thresholds below 1 (the curve adds the point at 1).
+            pxap_hists = pixel_score_histograms(
+                heatmaps,
+                masks[0][pos],
+                ignore=masks[1][pos],
+                thresholds=thresholds[thresholds < 1],
+            )
         loc = iou >= IOU_THRESHOLD
         true = labels[pos]
         predicted = _prediction_order(outputs)
@@ -221,6 +237,8 @@ def _chunk_rows(
             iou_curve_v2=list(curves_v2),
             protocol=[protocol] * len(pos),
         )
+        if pxap_hists is not None:
+            add(pxap_true_hist=list(pxap_hists[0]), pxap_false_hist=list(pxap_hists[1]))
         if faith is not None:
             add(**faith)
         if task == "retrieval":

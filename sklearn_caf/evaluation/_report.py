@@ -14,6 +14,7 @@ from ..metrics import (
     V2_IOU_THRESHOLDS,
     clustering_nmi,
     max_box_accuracy_from_curves,
+    pixel_average_precision_from_histograms,
 )
 
 # Summary columns of a classification run, in order.
@@ -78,13 +79,19 @@ class LocalizationReport:
         ``embedding`` (the model's output, float32). With ``faithfulness``:
         ``deletion_auc`` and ``insertion_auc`` and the curves ``deletion_curve`` and
         ``insertion_curve`` (see :func:`deletion_insertion`), on the rows of the top-1
-        predicted class's map (``explains_top1``); NaN and null on the other rows.
+        predicted class's map (``explains_top1``); NaN and null on the other rows. For a
+        dataset with masks (``ImageBoxDataset.from_arrays(..., masks=)``):
+        ``pxap_true_hist`` and ``pxap_false_hist``, the counts of
+        :func:`~sklearn_caf.metrics.pixel_score_histograms` on the run's thresholds below 1.
     summary : pandas.DataFrame
         One row per method (the index), computed from ``per_image`` alone. Classification:
         ``top1_acc, top5_acc, top1_loc, top5_loc, gt_known_loc, max_box_acc,
         max_box_acc_v2, best_threshold``; retrieval: ``recall_at_1, nmi, retrieval_loc,
         gt_known_loc, max_box_acc, max_box_acc_v2``. With ``faithfulness``, also
-        ``deletion_auc`` and ``insertion_auc``, the means over the top-1 rows. See
+        ``deletion_auc`` and ``insertion_auc``, the means over the top-1 rows. With masks,
+        also ``pxap``: PxAP of the true class's maps, their counts summed over the set as
+        wsolevaluation's ``MaskEvaluator`` does
+        (:func:`~sklearn_caf.metrics.pixel_average_precision`). See
         :mod:`sklearn_caf.evaluation` for the definitions. ``summary.attrs["protocol"]``
         names the box protocol of ``max_box_acc`` and ``max_box_acc_v2``.
     config : dict
@@ -171,6 +178,8 @@ def summarize(per_image, task: str, thresholds: np.ndarray, methods=None):
     """The summary table of a ``per_image`` table (see :class:`LocalizationReport`)."""
     pd = _pandas()
     names = _summary_names(task, "deletion_auc" in per_image.columns)
+    if "pxap_true_hist" in per_image.columns:  # a dataset with masks: PxAP of the true maps
+        names.append("pxap")
     methods = list(dict.fromkeys(per_image["method"])) if methods is None else list(methods)
     rows = {}
     for method in methods:
@@ -212,6 +221,12 @@ def summarize(per_image, task: str, thresholds: np.ndarray, methods=None):
                 if 1 < n_labels < len(labels)
                 else float("nan"),
                 retrieval_loc=per["retrieval_loc"].any().mean(),
+            )
+        if "pxap" in names:
+            # wsolevaluation's MaskEvaluator: the counts of the true class's maps, summed.
+            values["pxap"] = pixel_average_precision_from_histograms(
+                np.stack(true_rows["pxap_true_hist"].to_numpy()),
+                np.stack(true_rows["pxap_false_hist"].to_numpy()),
             )
         if "deletion_auc" in rows_m.columns:
             # Only the top-1 rows have the AUCs (NaN elsewhere): one value per image.

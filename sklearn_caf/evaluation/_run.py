@@ -250,7 +250,10 @@ def evaluate_localization(
         is recorded in ``report.config["protocol"]`` (the manifest), in the ``protocol``
         column of ``per_image`` and in ``summary.attrs["protocol"]``, and is part of the
         run's configuration. ``top1_loc``, ``top5_loc`` and ``gt_known_loc`` use CAM's box
-        (``box_threshold``) under either protocol.
+        (``box_threshold``) under either protocol. A dataset with masks
+        (``has_masks``, ``load_masks``) adds ``pxap`` to the summary: PxAP of the true
+        class's maps as wsolevaluation's ``MaskEvaluator`` (:ref:`protocols`), on the
+        thresholds below 1; the masks must have the heatmaps' size.
 
     Returns
     -------

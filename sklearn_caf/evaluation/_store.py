@@ -340,7 +340,7 @@ def _arrow_columns(pa, columns: dict) -> dict:
                 [np.asarray(v, dtype=np.float64).reshape(-1, 4).tolist() for v in values],
                 type=pa.list_(pa.list_(pa.float64(), 4)),
             )
-        elif key == "pred_top5":
+        elif key in ("pred_top5", "pxap_true_hist", "pxap_false_hist"):
             out[key] = pa.array(values, type=pa.list_(pa.int64()))
         else:
             out[key] = pa.array(values)

@@ -12,6 +12,9 @@ are covered by :func:`localization_correct` and :func:`localization_accuracy`:
 - *Top-k* (the ILSVRC rule): correct when one of the ``k`` guesses names the true class and the
   box of that guess reaches the IoU threshold.
 
+PxAP (:func:`pixel_average_precision`, :func:`pixel_precision_recall_curve`) scores heatmaps
+against pixel masks, as wsolevaluation's ``MaskEvaluator`` (OpenImages30k).
+
 :func:`attention_sparsity` scores how focused attention maps are (BR-NPA's sparsity).
 """
 
@@ -30,6 +33,12 @@ from ._max_box_acc import (
     box_iou_curves,
     max_box_accuracy,
     max_box_accuracy_from_curves,
+)
+from ._pxap import (
+    pixel_average_precision,
+    pixel_average_precision_from_histograms,
+    pixel_precision_recall_curve,
+    pixel_score_histograms,
 )
 from ._retrieval import clustering_nmi, recall_at_k
 
@@ -58,5 +67,9 @@ __all__ = [
     "localization_correct",
     "max_box_accuracy",
     "max_box_accuracy_from_curves",
+    "pixel_average_precision",
+    "pixel_average_precision_from_histograms",
+    "pixel_precision_recall_curve",
+    "pixel_score_histograms",
     "recall_at_k",
 ]

@@ -655,3 +655,33 @@ def test_a_list_of_explainers_is_refused_in_one_short_line(wsol):
     assert "\n" not in str(error.value) and len(str(error.value)) < 250
     with pytest.raises(ValueError, match=r"got an empty dict\.$"):
         evaluate_localization({}, wsol, progress=False)
+
+
+def test_pxap_is_reported_for_a_dataset_with_masks(wsol, tmp_path):
+    """PxAP of the true class's maps, counts summed over chunks, as pixel_average_precision."""
+    from sklearn_caf.metrics import pixel_average_precision
+
+    X, y, boxes = wsol.load(np.arange(len(wsol)))
+    rng = np.random.default_rng(0)
+    masks = np.zeros((len(wsol), 32, 32), bool)
+    for i, b in enumerate(boxes):
+        x0, y0, x1, y1 = b[0].astype(int)
+        masks[i, y0:y1, x0:x1] = True
+    masks ^= rng.random(masks.shape) < 0.05
+    ignore = rng.random(masks.shape) < 0.1
+    data = ImageBoxDataset.from_arrays(X, y, boxes, masks=masks, ignore=ignore)
+    net = pooled_cnn()
+    explainer = GradCAMExplainer(model=net, layer="pool", top_k=2)
+    report = evaluate_localization(
+        {"g": explainer}, data, batch_size=5, progress=False, out=tmp_path / "run"
+    )
+    assert "pxap" in report.summary.columns
+    fitted = GradCAMExplainer(model=net, layer="pool").fit(X)
+    maps = fitted.transform(X, targets=y)
+    expected = pixel_average_precision(maps.reshape(len(X), 32, 32), masks, ignore=ignore)
+    assert report.summary.loc["g", "pxap"] == expected
+    assert load_report(tmp_path / "run").summary.loc["g", "pxap"] == expected
+    assert 0 < expected < 1
+    # Without masks: no PxAP column.
+    plain = evaluate_localization({"g": explainer}, wsol, batch_size=5, progress=False)
+    assert "pxap" not in plain.summary.columns
