@@ -37,6 +37,38 @@ _STAT_PRESETS = {
 }
 
 
+# Pillow modes whose samples are wider than 8 bits, with the largest value of their range.
+_HIGH_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def _to_rgb(image):
+    """An 8-bit RGB Pillow image from one in any mode, high bit depths scaled by their range.
+
+    ``image.convert("RGB")`` clips 16-bit samples at 255 (a 16-bit grayscale PNG reads as
+    white). Samples of the 16-bit modes are divided by 65535; those of mode ``"I"`` (32-bit
+    integers; Pillow opens 16-bit PNG and TIFF images so) by 65535 when they fit in 16 bits,
+    else by 2**32 - 1 (negative samples clipped at 0); those of mode ``"F"`` are taken in [0, 1] when they fit, else in
+    [0, 65535]. Palette, 1-bit, LA, RGBA (alpha dropped, the colour kept), CMYK, YCbCr, LAB
+    and HSV images go through Pillow's own conversion. 16-bit RGB images are decoded by
+    Pillow to 8 bits per channel (the high byte), which is their true range too.
+    """
+    mode = image.mode
+    if mode not in _HIGH_DEPTH and mode not in ("I", "F"):
+        return image.convert("RGB")
+    Image = _pillow()
+    values = np.asarray(image).astype(np.float64)
+    if mode in _HIGH_DEPTH:
+        top = _HIGH_DEPTH[mode]
+    elif mode == "I":
+        top = 65535 if values.size == 0 or values.max() <= 65535 else 2**32 - 1
+    else:
+        top = 1.0 if values.size == 0 or (values.min() >= 0 and values.max() <= 1) else 65535
+    if not np.isfinite(values).all():
+        raise ValueError("the image holds NaN or infinite samples")
+    gray = np.clip(np.rint(values * (255 / top)), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
 def _pillow():
     return import_optional("PIL.Image", needed_by="Reading images from disk")
 
@@ -1149,12 +1181,12 @@ class ImageBoxDataset:
         try:
             with Image.open(path) as image:
                 self._check_original_size(i, image.size[1], image.size[0])
-                rgb = image.convert("RGB")
+                rgb = _to_rgb(image)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"image {str(path)!r} not found (listed in {self._provenance.where_image(i)})."
             ) from None
-        except (OSError, SyntaxError) as exc:  # Pillow: UnidentifiedImageError, truncated
+        except (OSError, SyntaxError, ValueError) as exc:  # Pillow: unidentified, truncated
             file, line = self._provenance.image_source(i)
             raise DatasetFormatError(
                 file, line, f"the image {str(path)!r} cannot be read: {exc}"
