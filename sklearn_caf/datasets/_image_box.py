@@ -49,8 +49,9 @@ def _to_rgb(image):
     integers; Pillow opens 16-bit PNG and TIFF images so) by 65535 when they fit in 16 bits,
     else by 2**32 - 1 (negative samples clipped at 0); those of mode ``"F"`` are taken in
     [0, 1] when they fit, else in [0, 65535]. Palette, 1-bit, LA, RGBA (alpha dropped, the
-    colour kept), CMYK, YCbCr, LAB and HSV images go through Pillow's own conversion. 16-bit RGB images are decoded by
-    Pillow to 8 bits per channel (the high byte), which is their true range too.
+    colour kept), CMYK, YCbCr, LAB and HSV images go through Pillow's own conversion.
+    16-bit RGB images are decoded by Pillow to 8 bits per channel (the high byte), which is
+    their true range too.
     """
     mode = image.mode
     if mode not in _HIGH_DEPTH and mode not in ("I", "F"):
