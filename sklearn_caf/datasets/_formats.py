@@ -113,9 +113,21 @@ def _lines(path: Path):
     """(line number, stripped text) of the non-blank lines of a text file."""
     if not path.is_file():
         raise FileNotFoundError(f"the metadata file {str(path)!r} does not exist.")
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            text = text.strip()
+    # Read as UTF-8 line by line, so that a decoding error names its line; a byte-order mark
+    # (written by some Windows editors) is dropped rather than made part of the first id.
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise DatasetFormatError(
+                    path,
+                    number,
+                    f"the text is not valid UTF-8 (byte {raw[exc.start]:#04x} at column "
+                    f"{exc.start + 1}); save the file as UTF-8.",
+                ) from None
             if text:
                 yield number, text
 

@@ -96,3 +96,25 @@ def test_undecodable_image_names_the_file(tmp_path):
     ds = _dataset(tmp_path, "bad.png")
     with pytest.raises(DatasetFormatError, match=r"bad\.png"):
         ds[0]
+
+
+# -- metadata text --------------------------------------------------------------------------------
+def test_metadata_with_a_utf8_bom_reads_the_first_id(tmp_path):
+    Image.new("RGB", (8, 6), (1, 2, 3)).save(tmp_path / "é.png")
+    ds = _dataset(tmp_path, "é.png")
+    for name in ("image_ids.txt", "class_labels.txt", "localization.txt", "image_sizes.txt"):
+        path = tmp_path / "meta" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    ds = ImageBoxDataset.from_wsol(tmp_path / "meta", tmp_path, image_size=(6, 8))
+    assert list(ds.ids) == ["é.png"]
+    np.testing.assert_allclose(ds[0][0][:, 0, 0], np.float32([1, 2, 3]) / 255, atol=1e-6)
+
+
+def test_metadata_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    _dataset(tmp_path, "a.png")
+    ids = tmp_path / "meta" / "image_ids.txt"
+    ids.write_bytes(b"a.png\n\xe9t\xe9.png\n")  # Latin-1, line 2
+    with pytest.raises(DatasetFormatError, match=r"image_ids\.txt, line 2: .*UTF-8") as info:
+        ImageBoxDataset.from_wsol(tmp_path / "meta", tmp_path, image_size=(6, 8))
+    assert info.value.line == 2
