@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import time
 import uuid
 import warnings
@@ -220,7 +221,17 @@ def _out_dir(out: Any) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} exists and is not a directory.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Probe: a folder made read-only (or a full disk) must fail before any image is
+        # computed, not after the first chunk.
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"out={str(out)!r} is not a writable directory ({exc.strerror or exc}); give a "
+            "directory this process can create files in."
+        ) from None
     return out
 
 

@@ -139,6 +139,7 @@ def test_evaluate_writes_every_output_and_resumes(wsol_dir, capsys):
         ({"--dataset": "missing"}, "--dataset .*missing' does not exist"),
         ({"--image-root": "missing"}, "--image-root .*missing' does not exist"),
         ({"--out": "notadir.txt/run"}, "--out .* is not a writable directory"),
+        ({"--out": "/proc/self"}, "--out '/proc/self' is not a writable directory"),  # even root
         (
             {"--model": "tinymodels"},
             r"--model must be 'efficientnet-lite0' \(the built-in model\) or 'package.module",

@@ -4,7 +4,9 @@ or stray are never read into a report; a resume sets them aside and computes the
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +229,58 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_is_not(
     report = run(net, data, out)
     assert report.complete and not tmp.exists()
     assert json.loads((out / ".lock").read_text())["pid"] == os.getpid()
+
+
+# -- writable output, no temporary file left --------------------------------------------------
+def _no_chunk_computed(monkeypatch):
+    import sklearn_caf.evaluation._run as run_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a chunk was computed before out was checked")
+
+    monkeypatch.setattr(run_module, "_evaluate_chunk", refuse)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anyway")
+def test_a_read_only_out_is_refused_before_computing(net, data, folder, monkeypatch):
+    part(folder, 1).unlink()  # a resume with one chunk to compute
+    folder.chmod(0o555)
+    _no_chunk_computed(monkeypatch)
+    try:
+        with pytest.raises(ValueError, match=r"is not a writable directory"):
+            run(net, data, folder)
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_out_is_refused_before_computing(net, data, monkeypatch):
+    _no_chunk_computed(monkeypatch)  # /proc refuses new files, even to root
+    with pytest.raises(ValueError, match=r"out='/proc/self' is not a writable directory"):
+        run(net, data, "/proc/self")
+
+
+def test_a_failure_mid_run_leaves_no_temporary_file(net, data, tmp_path, monkeypatch):
+    import sklearn_caf.evaluation._store as store
+
+    pq = store._parquet()[1]
+    write_table = pq.write_table
+    calls = []
+
+    def fill_the_disk(table, where, *args, **kwargs):
+        calls.append(where)
+        if len(calls) == 2:  # the second part: half written, then the disk is full
+            Path(where).write_bytes(b"PAR1" + b"\0" * 100)
+            raise OSError(28, "No space left on device")
+        return write_table(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", fill_the_disk)
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left"):
+        run(net, data, out)
+    assert len(calls) == 2
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert part(out, 0).exists() and not part(out, 1).exists()
+    monkeypatch.setattr(pq, "write_table", write_table)
+    assert run(net, data, out).complete  # what was done is resumed
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
