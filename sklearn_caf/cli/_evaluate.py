@@ -350,7 +350,14 @@ def _run(args) -> int:
     finally:
         if client is not None:
             client.close()
-    _write_outputs(report, dataset, explainers, out, args)
+    try:
+        _write_outputs(report, dataset, explainers, out, args)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        where = exc.filename or out
+        raise CommandError(
+            f"cannot write the results to {str(where)!r} ({exc.strerror or exc}); the run "
+            f"itself is saved in {str(out)!r}: free space and run the same command again"
+        ) from None
     return 0
 
 
@@ -396,8 +403,15 @@ def _write_outputs(report, dataset, explainers, out: Path, args) -> None:
     )
     per_image = out / "per_image.parquet"
     tmp = out / f".per_image.parquet.{os.getpid()}.tmp"
-    report.per_image.to_parquet(tmp, index=False)
-    os.replace(tmp, per_image)
+    try:
+        report.per_image.to_parquet(tmp, index=False)
+        os.replace(tmp, per_image)
+    except OSError as exc:
+        if exc.filename is None:  # pyarrow's errors name no file
+            exc.filename = str(per_image)
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     fig = plot_threshold_curves(report)
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)

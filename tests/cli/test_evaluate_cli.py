@@ -436,3 +436,23 @@ def test_ctrl_c_says_how_to_resume(wsol_dir, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "interrupted; run the same command again to resume" in err
     assert "Traceback" not in err
+
+
+def test_a_full_disk_while_writing_the_outputs_is_one_line_and_leaves_no_tmp(
+    wsol_dir, capsys, monkeypatch
+):
+    import errno
+
+    import pandas as pd
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1")  # half written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    out = wsol_dir / "run"
+    assert main(_args(wsol_dir, out, "--quiet")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "per_image.parquet" in err and "No space left on device" in err, err
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
