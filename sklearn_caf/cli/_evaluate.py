@@ -347,6 +347,11 @@ def _run(args) -> int:
         report = _evaluate(explainers, dataset, args, out, client)
     except ValueError as exc:  # a refused resume, a layer that does not exist...
         raise CommandError(str(exc).splitlines()[0]) from None
+    except FileNotFoundError as exc:  # an image listed in the metadata but missing
+        raise CommandError(
+            f"{str(exc).splitlines()[0]} The chunks done so far are saved; restore the file "
+            "(or fix the metadata and use a new --out) and run the command again"
+        ) from None
     finally:
         if client is not None:
             client.close()

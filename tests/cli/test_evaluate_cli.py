@@ -456,3 +456,13 @@ def test_a_full_disk_while_writing_the_outputs_is_one_line_and_leaves_no_tmp(
     assert len(err.splitlines()) == 1, err
     assert "per_image.parquet" in err and "No space left on device" in err, err
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_missing_image_is_one_line_naming_it_with_status_2(wsol_dir, capsys):
+    (wsol_dir / "images" / "train" / "img_5.png").unlink()
+    out = wsol_dir / "run"
+    assert main(_args(wsol_dir, out, "--quiet")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "img_5.png" in err and "not found" in err, err
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
