@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
-from .._utils import StrOptions, caller_stacklevel, spatial_axes
+from .._utils import StrOptions, spatial_axes
 from ..backend import compiled
 from ._base import BaseExplainer
 
@@ -215,28 +214,5 @@ class GradCAMExplainer(BaseExplainer):
             weights = np.eye(self.n_outputs_, dtype=np.float32)[targets.reshape(-1)]
         cam = self._cam(bound)(a_rows, tuple(ctx), bound.asarray(weights))
         maps = bound.to_numpy(cam)
-        self._warn_constant(maps)
         per_frame = (frames.n_frames,) if frames.n_frames else ()
         return maps.reshape(n, k, *per_frame, *maps.shape[1:]), None
-
-    def _warn_constant(self, maps: np.ndarray) -> None:
-        """Never return a constant map silently (as L2-CAF does): every box drawn on one
-        is the whole image. It happens when the class's gradient is zero at the layer, when
-        every weighted activation is negative (``activation='relu'``), on an all-zero input
-        through a bias-free layer, or with a 1 x 1 feature map."""
-        flat = maps.reshape(len(maps), -1)
-        if flat.shape[1] == 0:
-            return
-        top = np.abs(flat).max(axis=1)
-        constant = int((flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * top).sum())
-        if not constant:
-            return
-        warnings.warn(
-            f"Grad-CAM at layer={self.layer_!r} returned {constant} constant map(s) of "
-            f"{len(flat)} (shape {tuple(maps.shape[1:])}): the weighted activations are "
-            "uniform (zero gradient, all below zero before the ReLU, or a feature map of one "
-            "cell). These maps say nothing about the image; try an earlier layer with a larger "
-            "feature map, or activation='abs'.",
-            UserWarning,
-            stacklevel=caller_stacklevel(),
-        )

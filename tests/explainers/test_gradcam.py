@@ -361,37 +361,3 @@ def test_randomizing_the_head_changes_the_maps(layer, kit):
     # Control: an identical copy gives identical maps.
     same = GradCAM(kit, model=copy.deepcopy(model), layer=layer).fit(X)
     assert_allclose(same.explain(X, targets).maps, before, rtol=1e-6)
-
-
-def _bias_free_net(pool_to):
-    torch.manual_seed(0)
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(3, 4, 3, padding=1, bias=False),
-            relu=nn.ReLU(),
-            pool=nn.AdaptiveAvgPool2d(pool_to),
-            flat=nn.Flatten(),
-            fc=nn.Linear(4 * pool_to * pool_to, 3),
-        )
-    ).eval()
-
-
-def test_constant_maps_warn_naming_the_layer_and_how_many():
-    import warnings
-
-    rng = np.random.default_rng(0)
-    X = rng.random((3, 3, 8, 8), dtype=np.float32)
-    X[1] = 0.0  # an all-zero image through a bias-free conv: a constant map
-    explainer = GradCAMExplainer(model=_bias_free_net(2), layer="conv").fit(X[:1])
-    with pytest.warns(UserWarning, match=r"layer='conv' returned 1 constant map\(s\) of 3"):
-        maps = explainer.explain(X, targets=[0, 1, 2]).maps
-    assert np.ptp(maps[1]) == 0
-    # A 1 x 1 feature map: every map is constant.
-    explainer = GradCAMExplainer(model=_bias_free_net(1), layer="pool").fit(X[:1])
-    with pytest.warns(UserWarning, match=r"layer='pool' returned 3 constant map\(s\) of 3"):
-        explainer.explain(X, targets=[0, 1, 2])
-    # Informative maps: no warning.
-    explainer = GradCAMExplainer(model=_bias_free_net(2), layer="conv").fit(X[:1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        explainer.explain(X[[0, 2]], targets=[0, 1])
