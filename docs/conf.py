@@ -95,6 +95,7 @@ numpydoc_validation_exclude = {
     r"^sklearn_caf\.(Explanation|BRNPAParts)$",
     r"^sklearn_caf\.metrics\.MaxBoxAccuracy$",
     r"^sklearn_caf\.evaluation\.LocalizationReport$",
+    r"^sklearn_caf\.datasets\.ModelPreset$",
     r"^sklearn_caf_torch\.brnpa\.BRNPAOutput(\.\w+)?$",  # and its fields' generated docs
     # Built by its from_* constructors; __init__ is not for direct use (its keyword
     # arguments are internal state, documented as the public Attributes).

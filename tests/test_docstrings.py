@@ -22,6 +22,7 @@ from sklearn_caf import (
     HeatmapBoxes,
     L2CAFExplainer,
 )
+from sklearn_caf.datasets import ModelPreset
 from sklearn_caf.evaluation import LocalizationReport
 from sklearn_caf.metrics import MaxBoxAccuracy
 
@@ -65,7 +66,9 @@ def test_fitted_attributes_documented(kit, name):
 
 
 @pytest.mark.parametrize(
-    "cls", [Explanation, BRNPAParts, MaxBoxAccuracy, LocalizationReport], ids=lambda c: c.__name__
+    "cls",
+    [Explanation, BRNPAParts, MaxBoxAccuracy, LocalizationReport, ModelPreset],
+    ids=lambda c: c.__name__,
 )
 def test_result_fields_documented(cls):
     fields = {f.name for f in dataclasses.fields(cls)}
