@@ -311,3 +311,13 @@ def test_every_public_all_is_documented():
             ):
                 missing.append(f"{module}.{name}")
     assert not missing, f"in __all__ but not in docs/api.rst: {missing}"
+
+
+def test_the_architecture_page_lists_every_module():
+    page = (ROOT / "docs" / "architecture.rst").read_text(encoding="utf-8")
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in source_files(PACKAGE)
+        if path.name != "__init__.py" and f" {path.name} " not in page
+    ]
+    assert not missing, f"docs/architecture.rst's tree lacks {missing}"
